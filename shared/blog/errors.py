@@ -1,0 +1,118 @@
+"""The domain's error hierarchy; each class carries its HTTP status and a stable code."""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+
+class DomainError(Exception):
+    """Base of every error the API reports to a client."""
+
+    status: ClassVar[int] = 500
+    code: ClassVar[str] = "internal_error"
+    default_message: ClassVar[str] = "Internal error"
+
+    def __init__(self, message: str | None = None, *, details: Any = None) -> None:
+        super().__init__(message or self.default_message)
+        self.message = message or self.default_message
+        self.details = details
+
+
+class ValidationError(DomainError):
+    """The request is well-formed but its content is not acceptable."""
+
+    status = 422
+    code = "validation_error"
+    default_message = "Validation failed"
+
+
+class AuthenticationError(DomainError):
+    """The caller could not be identified."""
+
+    status = 401
+    code = "unauthorized"
+    default_message = "Invalid credentials"
+
+
+class ForbiddenError(DomainError):
+    """The caller is known but may not do this."""
+
+    status = 403
+    code = "forbidden"
+    default_message = "Not allowed"
+
+
+class DatabaseError(DomainError):
+    """Base of errors that come from the data layer."""
+
+    status = 500
+    code = "database_error"
+    default_message = "Database operation failed"
+
+
+class NotFoundError(DatabaseError):
+    """The addressed row does not exist."""
+
+    status = 404
+    code = "not_found"
+    default_message = "Not found"
+
+
+class DuplicateError(DatabaseError):
+    """A unique constraint rejected the write."""
+
+    status = 409
+    code = "duplicate"
+    default_message = "Already exists"
+
+
+class ConflictError(DatabaseError):
+    """The write conflicts with the current state (a foreign key or check constraint)."""
+
+    status = 409
+    code = "conflict"
+    default_message = "Conflicts with the current state"
+
+
+class TransactionError(DatabaseError):
+    """A transaction kept failing on deadlocks or serialization conflicts."""
+
+    status = 503
+    code = "transaction_conflict"
+    default_message = "The operation conflicted with concurrent work; retry later"
+    retry_after: int = 1
+
+
+class UnavailableError(DatabaseError):
+    """The database cannot be reached or timed out."""
+
+    status = 503
+    code = "service_unavailable"
+    default_message = "The database is unavailable; retry later"
+    retry_after: int = 5
+
+
+#: One table from error class to HTTP status, for documentation and the API's error handler.
+HTTP_STATUS: dict[type[DomainError], int] = {
+    cls: cls.status
+    for cls in (
+        DomainError,
+        ValidationError,
+        AuthenticationError,
+        ForbiddenError,
+        DatabaseError,
+        NotFoundError,
+        DuplicateError,
+        ConflictError,
+        TransactionError,
+        UnavailableError,
+    )
+}
+
+
+def http_status_for(error: BaseException) -> int:
+    """The HTTP status for ``error``: its own class's entry, else the nearest base's, else 500."""
+    for cls in type(error).__mro__:
+        if cls in HTTP_STATUS:
+            return HTTP_STATUS[cls]  # type: ignore[index]
+    return 500

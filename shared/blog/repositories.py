@@ -1,0 +1,291 @@
+"""Repositories: every query of the domain. They take a Session, may flush, and never commit."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Final, Generic, TypeVar
+
+from sqlalchemy import ColumnElement, Select, delete, func, literal, or_, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.orm import Session, selectinload
+
+from blog.config import get_settings
+from blog.errors import ValidationError
+from blog.models import STATUS_ACTIVE, STATUS_INACTIVE, Base, Post, User
+
+ModelT = TypeVar("ModelT", bound=Base)
+
+#: Offsets past this are refused: nobody pages that far, and it bounds the work of one request.
+MAX_OFFSET: Final = 1_000_000
+
+
+@dataclass(frozen=True, slots=True)
+class Page(Generic[ModelT]):
+    """One page of rows plus the total number of rows across all pages."""
+
+    items: Sequence[ModelT]
+    total: int
+    page: int
+    page_size: int
+
+
+def page_bounds(page: int, page_size: int | None) -> tuple[int, int]:
+    """Validated ``(offset, limit)`` for a 1-based page; the page size is capped by the settings."""
+    settings = get_settings()
+    size = settings.page_size_default if page_size is None else page_size
+    if page < 1:
+        raise ValidationError("page must be at least 1", details={"field": "page"})
+    if size < 1:
+        raise ValidationError("page_size must be at least 1", details={"field": "page_size"})
+    size = min(size, settings.page_size_max)
+    offset = (page - 1) * size
+    if offset > MAX_OFFSET:
+        raise ValidationError("page is too far", details={"field": "page"})
+    return offset, size
+
+
+def like_pattern(text: str) -> str:
+    """A case-insensitive ``LIKE`` pattern matching ``text`` anywhere, with ``%_\\`` taken literally."""
+    escaped = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return f"%{escaped}%"
+
+
+def normalize_email(email: str) -> str:
+    """Emails are stored trimmed and lower-case, so uniqueness and look-ups ignore case."""
+    return email.strip().lower()
+
+
+def normalize_username(username: str) -> str:
+    """Usernames are stored lower-case, so ``Alice`` and ``alice`` cannot both exist."""
+    return username.strip().lower()
+
+
+class Repository(Generic[ModelT]):
+    """Generic data access for one model with an integer ``id`` primary key."""
+
+    model: type[ModelT]
+
+    def __init__(self, session: Session) -> None:
+        self.session = session
+
+    @property
+    def _id(self) -> Any:
+        return self.model.id  # type: ignore[attr-defined]
+
+    def get(self, id_: int) -> ModelT | None:
+        """The row with this id, or None."""
+        return self.session.get(self.model, id_)
+
+    def lock(self, id_: int, *, key_share: bool = False) -> ModelT | None:
+        """The row with this id, locked until the transaction ends; None if missing.
+
+        ``FOR UPDATE`` by default; ``key_share=True`` takes ``FOR KEY SHARE``, enough to keep the
+        row from being deleted while letting others update it.
+        """
+        stmt = select(self.model).where(self._id == id_)
+        stmt = stmt.with_for_update(read=key_share, key_share=key_share)
+        return self.session.scalar(stmt.execution_options(populate_existing=True))
+
+    def get_many(self, *, offset: int = 0, limit: int = 100) -> Sequence[ModelT]:
+        """Rows ordered by id, ``limit`` of them from ``offset``."""
+        stmt = select(self.model).order_by(self._id).offset(offset).limit(limit)
+        return self.session.scalars(stmt).all()
+
+    def paginate(
+        self, page: int = 1, page_size: int | None = None, stmt: Select[Any] | None = None
+    ) -> Page[ModelT]:
+        """One page of ``stmt`` (default: all rows by id) and the total, in one query.
+
+        The total comes from a window function over the same filter; only a page past the end
+        (no rows to carry it) costs a second, counting query.
+        """
+        offset, limit = page_bounds(page, page_size)
+        base = stmt if stmt is not None else select(self.model).order_by(self._id)
+        rows = self.session.execute(
+            base.add_columns(func.count().over().label("total")).offset(offset).limit(limit)
+        ).all()
+        if rows:
+            total = int(rows[0].total)
+        elif offset == 0:
+            total = 0
+        else:
+            count_stmt = base.order_by(None).with_only_columns(func.count(literal(1)))
+            total = int(self.session.scalar(count_stmt) or 0)
+        return Page(items=[row[0] for row in rows], total=total, page=page, page_size=limit)
+
+    def create(self, **values: Any) -> ModelT:
+        """Insert a row and flush, so its id and server defaults are available (eager defaults)."""
+        instance = self.model(**values)
+        self.session.add(instance)
+        self.session.flush()
+        return instance
+
+    def update(self, id_: int, **values: Any) -> ModelT | None:
+        """``UPDATE … RETURNING`` the row with this id; None when there is no such row."""
+        stmt = (
+            update(self.model)
+            .where(self._id == id_)
+            .values(**values)
+            .returning(self.model)
+            .execution_options(synchronize_session=False)
+        )
+        row = self.session.scalars(stmt).one_or_none()
+        if row is not None:
+            # The identity map may hold an older copy; RETURNING gave us the new values.
+            self.session.refresh(row)
+        return row
+
+    def delete(self, id_: int) -> bool:
+        """Delete the row with this id; whether there was one."""
+        result = self.session.execute(
+            delete(self.model).where(self._id == id_).execution_options(synchronize_session=False)
+        )
+        return bool(result.rowcount)  # type: ignore[attr-defined]
+
+    def count(self, *criteria: ColumnElement[bool]) -> int:
+        """Number of rows matching ``criteria`` (all rows when none)."""
+        stmt = select(func.count()).select_from(self.model).where(*criteria)
+        return int(self.session.scalar(stmt) or 0)
+
+
+class UserRepository(Repository[User]):
+    """Queries over users."""
+
+    model = User
+
+    def get_by_email(self, email: str) -> User | None:
+        """The user with this email, ignoring case."""
+        return self.session.scalar(select(User).where(User.email == normalize_email(email)))
+
+    def get_by_username(self, username: str) -> User | None:
+        """The user with this username, ignoring case."""
+        stmt = select(User).where(User.username == normalize_username(username))
+        return self.session.scalar(stmt)
+
+    def get_with_posts(self, user_id: int) -> User | None:
+        """The user with all their posts loaded in one extra query (no lazy loads later)."""
+        stmt = select(User).options(selectinload(User.posts)).where(User.id == user_id)
+        return self.session.scalar(stmt)
+
+    def active_users_query(self) -> Select[tuple[User]]:
+        """Active users, by id."""
+        return select(User).where(User.is_active.is_(True)).order_by(User.id)
+
+    def get_active_users(self, *, offset: int = 0, limit: int = 100) -> Sequence[User]:
+        """Active users, by id, ``limit`` of them from ``offset``."""
+        return self.session.scalars(self.active_users_query().offset(offset).limit(limit)).all()
+
+    def paginate_active(self, page: int = 1, page_size: int | None = None) -> Page[User]:
+        """One page of active users and their total."""
+        return self.paginate(page, page_size, self.active_users_query())
+
+    def deactivate(self, user_id: int) -> User | None:
+        """Mark the user inactive (both the flag and the status column); None if missing."""
+        return self.update(user_id, is_active=False, status=STATUS_INACTIVE)
+
+    def activate(self, user_id: int) -> User | None:
+        """Mark the user active again; None if missing."""
+        return self.update(user_id, is_active=True, status=STATUS_ACTIVE)
+
+    def bulk_insert(self, rows: Iterable[Mapping[str, Any]]) -> list[int]:
+        """Insert many users in batched statements; their new ids, in input order."""
+        values = [_user_values(row) for row in rows]
+        if not values:
+            return []
+        stmt = pg_insert(User).returning(User.id, sort_by_parameter_order=True)
+        return list(self.session.scalars(stmt, values).all())
+
+    def upsert(self, rows: Iterable[Mapping[str, Any]]) -> list[int]:
+        """Insert users, or update username and password of those whose email exists.
+
+        One statement. Rows repeating an email collapse to the last one (PostgreSQL refuses to
+        update a row twice in one statement). Returns the affected ids in first-seen email order.
+        """
+        by_email: dict[str, dict[str, Any]] = {}
+        for row in rows:
+            values = _user_values(row)
+            by_email.pop(values["email"], None)  # later rows win, and move to their own position
+            by_email[values["email"]] = values
+        if not by_email:
+            return []
+        stmt = pg_insert(User).values(list(by_email.values()))
+        stmt = stmt.on_conflict_do_update(
+            index_elements=[User.email],
+            set_={
+                "username": stmt.excluded.username,
+                "hashed_password": stmt.excluded.hashed_password,
+                "updated_at": func.now(),
+            },
+        ).returning(User.id)
+        return list(self.session.scalars(stmt).all())
+
+
+def _user_values(row: Mapping[str, Any]) -> dict[str, Any]:
+    values = dict(row)
+    values["email"] = normalize_email(values["email"])
+    values["username"] = normalize_username(values["username"])
+    return values
+
+
+class PostRepository(Repository[Post]):
+    """Queries over posts. Lists are newest first, ties broken by id."""
+
+    model = Post
+
+    @staticmethod
+    def _newest_first(stmt: Select[tuple[Post]]) -> Select[tuple[Post]]:
+        return stmt.order_by(Post.created_at.desc(), Post.id.desc())
+
+    def published_query(self) -> Select[tuple[Post]]:
+        """Published posts, newest first."""
+        return self._newest_first(select(Post).where(Post.published.is_(True)))
+
+    def get_published(self, *, offset: int = 0, limit: int = 100) -> Sequence[Post]:
+        """Published posts, newest first."""
+        return self.session.scalars(self.published_query().offset(offset).limit(limit)).all()
+
+    def by_author_query(self, author_id: int, *, include_drafts: bool = False) -> Select[tuple[Post]]:
+        """The author's posts, newest first; drafts only when asked."""
+        stmt = select(Post).where(Post.author_id == author_id)
+        if not include_drafts:
+            stmt = stmt.where(Post.published.is_(True))
+        return self._newest_first(stmt)
+
+    def get_by_author(
+        self, author_id: int, *, include_drafts: bool = False, offset: int = 0, limit: int = 100
+    ) -> Sequence[Post]:
+        """The author's posts, newest first; drafts only when asked."""
+        stmt = self.by_author_query(author_id, include_drafts=include_drafts)
+        return self.session.scalars(stmt.offset(offset).limit(limit)).all()
+
+    def search_query(self, text: str, *, published_only: bool = True) -> Select[tuple[Post]]:
+        """Posts whose title or content contains ``text``, ignoring case; wildcards are literal."""
+        pattern = like_pattern(text)
+        stmt = select(Post).where(
+            or_(Post.title.ilike(pattern, escape="\\"), Post.content.ilike(pattern, escape="\\"))
+        )
+        if published_only:
+            stmt = stmt.where(Post.published.is_(True))
+        return self._newest_first(stmt)
+
+    def search(
+        self, text: str, *, published_only: bool = True, offset: int = 0, limit: int = 20
+    ) -> Sequence[Post]:
+        """Posts whose title or content contains ``text`` (see :meth:`search_query`)."""
+        stmt = self.search_query(text, published_only=published_only)
+        return self.session.scalars(stmt.offset(offset).limit(limit)).all()
+
+    def publish(self, post_id: int) -> Post | None:
+        """Mark the post published; None if missing."""
+        return self.update(post_id, published=True)
+
+    def transfer(self, from_user_id: int, to_user_id: int) -> int:
+        """Move every post of one author to another; how many moved."""
+        result = self.session.execute(
+            update(Post)
+            .where(Post.author_id == from_user_id)
+            .values(author_id=to_user_id)
+            .execution_options(synchronize_session=False)
+        )
+        return int(result.rowcount)  # type: ignore[attr-defined]

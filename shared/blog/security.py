@@ -1,0 +1,69 @@
+"""Password hashing with Argon2id (OWASP password storage guidance).
+
+The encoded hash carries its salt and parameters, so costs can be raised later and old hashes
+still verify (and are flagged for rehash on the next successful login).
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+from argon2 import PasswordHasher, Type
+from argon2.exceptions import InvalidHashError, VerificationError
+
+from blog.config import get_settings
+
+HASH_PREFIX = "$argon2id$"
+
+
+@lru_cache(maxsize=1)
+def _hasher() -> PasswordHasher:
+    settings = get_settings()
+    return PasswordHasher(
+        time_cost=settings.argon2_time_cost,
+        memory_cost=settings.argon2_memory_kib,
+        parallelism=settings.argon2_parallelism,
+        type=Type.ID,
+    )
+
+
+def hash_password(password: str) -> str:
+    """A salted Argon2id hash of ``password`` in the PHC string format."""
+    return _hasher().hash(password)
+
+
+def verify_password(hashed: str, password: str) -> bool:
+    """Whether ``password`` matches ``hashed``, compared in constant time; False for a bad hash."""
+    try:
+        return _hasher().verify(hashed, password)
+    except (VerificationError, InvalidHashError):
+        return False
+
+
+def needs_rehash(hashed: str) -> bool:
+    """Whether ``hashed`` was made with other parameters than the current ones."""
+    return _hasher().check_needs_rehash(hashed)
+
+
+def is_password_hash(value: str) -> bool:
+    """Whether ``value`` looks like one of our own Argon2id hashes (for imports of hashed users)."""
+    if not value.startswith(HASH_PREFIX):
+        return False
+    try:
+        # Parsing the parameters rejects a truncated or mangled hash without hashing anything.
+        from argon2 import extract_parameters
+
+        extract_parameters(value)
+    except (InvalidHashError, ValueError):
+        return False
+    return True
+
+
+# A valid hash of a random password: verifying against it costs as much as a real check, so an
+# unknown user and a wrong password take similar time.
+@lru_cache(maxsize=1)
+def dummy_hash() -> str:
+    """A hash that no password the client can send will match, for timing-safe failures."""
+    import secrets
+
+    return hash_password(secrets.token_urlsafe(32))
