@@ -159,14 +159,15 @@ def db(database_url: str) -> Iterator[None]:
     SQLAlchemy's recipe: an outer transaction on one connection, and sessions that join it with
     savepoints, so code under test may commit and roll back freely.
     """
-    from sqlalchemy.orm import sessionmaker
-
     from blog import db as layer_db
+    from sqlalchemy.orm import sessionmaker
 
     connection = layer_db.get_engine().connect()
     outer = connection.begin()
     layer_db.use_session_factory(
-        sessionmaker(bind=connection, join_transaction_mode="create_savepoint", expire_on_commit=False)
+        sessionmaker(
+            bind=connection, join_transaction_mode="create_savepoint", expire_on_commit=False
+        )
     )
     try:
         yield
@@ -179,9 +180,8 @@ def db(database_url: str) -> Iterator[None]:
 @pytest.fixture
 def committed_db(database_url: str) -> Iterator[None]:
     """Real commits on separate connections (races, deadlocks); tables are emptied afterwards."""
-    from sqlalchemy import text
-
     from blog import db as layer_db
+    from sqlalchemy import text
 
     yield
     with layer_db.get_engine().begin() as conn:

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 from enum import StrEnum
 from functools import lru_cache
-from typing import Self
-
-from pydantic import Field, model_validator
+from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -21,9 +19,10 @@ class SSLMode(StrEnum):
 class Settings(BaseSettings):
     """Database and security settings.
 
-    Either ``DATABASE_URL`` (local work, tests) or ``DB_SECRET_ARN`` (AWS: a Secrets Manager secret
-    in the RDS format) must be set; ``DB_HOST``/``DB_PORT``/``DB_NAME`` override the secret's values,
-    which lets the functions point at an RDS Proxy endpoint while the secret names the instance.
+    The database needs ``DATABASE_URL`` (local work, tests) or ``DB_SECRET_ARN`` (AWS: a Secrets
+    Manager secret in the RDS format); ``DB_HOST``/``DB_PORT``/``DB_NAME`` override the secret's
+    values, which lets the functions point at an RDS Proxy endpoint while the secret names the
+    database instance.
     """
 
     model_config = SettingsConfigDict(frozen=True, extra="ignore", case_sensitive=False)
@@ -52,11 +51,12 @@ class Settings(BaseSettings):
     page_size_default: int = Field(default=20, ge=1, le=100)
     page_size_max: int = Field(default=100, ge=1, le=1000)
 
-    @model_validator(mode="after")
-    def _one_credential_source(self) -> Self:
+    def require_database(self) -> None:
+        """Fail with a clear message when no database is configured (checked on first connect)."""
         if not self.database_url and not self.db_secret_arn:
-            raise ValueError("set DATABASE_URL (local) or DB_SECRET_ARN (AWS Secrets Manager)")
-        return self
+            raise RuntimeError(
+                "No database configured: set DATABASE_URL (local) or DB_SECRET_ARN (AWS)"
+            )
 
 
 @lru_cache(maxsize=1)

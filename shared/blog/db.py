@@ -89,13 +89,14 @@ def get_credentials(*, refresh: bool = False) -> Credentials:
     ``refresh=True`` bypasses the cache, which is how a rotated password is picked up.
     """
     settings = get_settings()
+    settings.require_database()
     if settings.database_url:
         base = _credentials_from_url(settings.database_url)
     else:
         # Imported here: it pulls in boto3, which local runs with a URL never need.
         from aws_lambda_powertools.utilities import parameters
 
-        assert settings.db_secret_arn is not None  # guaranteed by Settings' validator
+        assert settings.db_secret_arn is not None  # checked by require_database()
         secret: dict[str, Any] = parameters.get_secret(
             settings.db_secret_arn,
             transform="json",
@@ -214,12 +215,12 @@ def get_session_factory() -> sessionmaker[Session]:
 
 
 def use_session_factory(factory: sessionmaker[Session] | None) -> None:
-    """Make :func:`transaction` use ``factory`` (tests bind it to an outer transaction); None resets."""
+    """Make :func:`transaction` use ``factory`` (tests bind it to one transaction); None resets."""
     global _session_factory_override  # noqa: PLW0603 - one process-wide switch, by design
     _session_factory_override = factory
 
 
-def translate_error(error: BaseException) -> DomainError:
+def translate_error(error: BaseException) -> DomainError:  # noqa: PLR0911 - one table
     """Map a driver or SQLAlchemy error to a domain error, by SQLSTATE and never by message text."""
     if isinstance(error, DomainError):
         return error
@@ -280,7 +281,7 @@ def transaction() -> Iterator[Session]:
 
 @contextmanager
 def savepoint(session: Session) -> Iterator[Session]:
-    """A nested transaction: an error inside rolls back to the savepoint and the outer work stays."""
+    """A nested transaction: an error inside rolls back to the savepoint; the outer work stays."""
     try:
         with session.begin_nested():
             yield session

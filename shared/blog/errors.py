@@ -114,5 +114,5 @@ def http_status_for(error: BaseException) -> int:
     """The HTTP status for ``error``: its own class's entry, else the nearest base's, else 500."""
     for cls in type(error).__mro__:
         if cls in HTTP_STATUS:
-            return HTTP_STATUS[cls]  # type: ignore[index]
+            return HTTP_STATUS[cls]
     return 500

@@ -19,7 +19,7 @@ from sqlalchemy import (
     func,
     text,
 )
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship, validates
 
 EMAIL_MAX: Final = 255
 USERNAME_MAX: Final = 50
@@ -39,6 +39,16 @@ NAMING_CONVENTION: Final = {
 }
 
 
+def normalize_email(email: str) -> str:
+    """Emails are stored trimmed and lower-case, so uniqueness and look-ups ignore case."""
+    return email.strip().lower()
+
+
+def normalize_username(username: str) -> str:
+    """Usernames are stored trimmed and lower-case, so ``Alice`` and ``alice`` cannot both exist."""
+    return username.strip().lower()
+
+
 class Base(DeclarativeBase):
     """Declarative base carrying the naming convention."""
 
@@ -46,7 +56,7 @@ class Base(DeclarativeBase):
 
 
 class TimestampMixin:
-    """``created_at``/``updated_at`` set by the database, ``updated_at`` refreshed on every update."""
+    """``created_at``/``updated_at`` set by the database; ``updated_at`` refreshed on update."""
 
     created_at: Mapped[datetime] = mapped_column(
         DateTime(timezone=True), server_default=func.now(), nullable=False
@@ -80,10 +90,18 @@ class User(TimestampMixin, Base):
     is_active: Mapped[bool] = mapped_column(Boolean, server_default=text("true"))
     status: Mapped[str] = mapped_column(String(20), server_default=text(f"'{STATUS_ACTIVE}'"))
 
-    # lazy="raise": a relationship must be loaded on purpose (selectinload), never by accident (N+1).
+    # lazy="raise": relationships are loaded on purpose (selectinload), never by accident (N+1).
     posts: Mapped[list[Post]] = relationship(
         back_populates="author", lazy="raise", passive_deletes=True, order_by="Post.id"
     )
+
+    @validates("email")
+    def _normalize_email(self, _key: str, value: str) -> str:
+        return normalize_email(value)
+
+    @validates("username")
+    def _normalize_username(self, _key: str, value: str) -> str:
+        return normalize_username(value)
 
     def __repr__(self) -> str:
         return f"<User id={self.id} username={self.username!r}>"
@@ -94,17 +112,13 @@ class Post(TimestampMixin, Base):
 
     __tablename__ = "posts"
     __mapper_args__ = {"eager_defaults": True}  # noqa: RUF012
-    __table_args__ = (
-        Index("ix_posts_published_created_at", "published", "created_at"),
-    )
+    __table_args__ = (Index("ix_posts_published_created_at", "published", "created_at"),)
 
     id: Mapped[int] = mapped_column(Integer, Identity(), primary_key=True)
     title: Mapped[str] = mapped_column(String(TITLE_MAX))
     content: Mapped[str] = mapped_column(Text)
     published: Mapped[bool] = mapped_column(Boolean, server_default=text("false"))
-    author_id: Mapped[int] = mapped_column(
-        ForeignKey("users.id", ondelete="CASCADE"), index=True
-    )
+    author_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
 
     author: Mapped[User] = relationship(back_populates="posts", lazy="raise")
 

@@ -12,7 +12,15 @@ from sqlalchemy.orm import Session, selectinload
 
 from blog.config import get_settings
 from blog.errors import ValidationError
-from blog.models import STATUS_ACTIVE, STATUS_INACTIVE, Base, Post, User
+from blog.models import (
+    STATUS_ACTIVE,
+    STATUS_INACTIVE,
+    Base,
+    Post,
+    User,
+    normalize_email,
+    normalize_username,
+)
 
 ModelT = TypeVar("ModelT", bound=Base)
 
@@ -46,19 +54,9 @@ def page_bounds(page: int, page_size: int | None) -> tuple[int, int]:
 
 
 def like_pattern(text: str) -> str:
-    """A case-insensitive ``LIKE`` pattern matching ``text`` anywhere, with ``%_\\`` taken literally."""
+    """An ``ILIKE`` pattern matching ``text`` anywhere, with ``%``, ``_`` and ``\\`` literal."""
     escaped = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
     return f"%{escaped}%"
-
-
-def normalize_email(email: str) -> str:
-    """Emails are stored trimmed and lower-case, so uniqueness and look-ups ignore case."""
-    return email.strip().lower()
-
-
-def normalize_username(username: str) -> str:
-    """Usernames are stored lower-case, so ``Alice`` and ``alice`` cannot both exist."""
-    return username.strip().lower()
 
 
 class Repository(Generic[ModelT]):
@@ -128,13 +126,11 @@ class Repository(Generic[ModelT]):
             .where(self._id == id_)
             .values(**values)
             .returning(self.model)
-            .execution_options(synchronize_session=False)
+            # The identity map may hold an older copy of the row: overwrite it with what RETURNING
+            # sent back, instead of a second SELECT.
+            .execution_options(synchronize_session=False, populate_existing=True)
         )
-        row = self.session.scalars(stmt).one_or_none()
-        if row is not None:
-            # The identity map may hold an older copy; RETURNING gave us the new values.
-            self.session.refresh(row)
-        return row
+        return self.session.scalars(stmt).one_or_none()
 
     def delete(self, id_: int) -> bool:
         """Delete the row with this id; whether there was one."""
@@ -168,7 +164,7 @@ class UserRepository(Repository[User]):
         stmt = select(User).options(selectinload(User.posts)).where(User.id == user_id)
         return self.session.scalar(stmt)
 
-    def active_users_query(self) -> Select[tuple[User]]:
+    def active_users_query(self) -> Select[User]:
         """Active users, by id."""
         return select(User).where(User.is_active.is_(True)).order_by(User.id)
 
@@ -209,12 +205,12 @@ class UserRepository(Repository[User]):
             by_email[values["email"]] = values
         if not by_email:
             return []
-        stmt = pg_insert(User).values(list(by_email.values()))
-        stmt = stmt.on_conflict_do_update(
+        insert_stmt = pg_insert(User).values(list(by_email.values()))
+        stmt = insert_stmt.on_conflict_do_update(
             index_elements=[User.email],
             set_={
-                "username": stmt.excluded.username,
-                "hashed_password": stmt.excluded.hashed_password,
+                "username": insert_stmt.excluded.username,
+                "hashed_password": insert_stmt.excluded.hashed_password,
                 "updated_at": func.now(),
             },
         ).returning(User.id)
@@ -234,10 +230,10 @@ class PostRepository(Repository[Post]):
     model = Post
 
     @staticmethod
-    def _newest_first(stmt: Select[tuple[Post]]) -> Select[tuple[Post]]:
+    def _newest_first(stmt: Select[Post]) -> Select[Post]:
         return stmt.order_by(Post.created_at.desc(), Post.id.desc())
 
-    def published_query(self) -> Select[tuple[Post]]:
+    def published_query(self) -> Select[Post]:
         """Published posts, newest first."""
         return self._newest_first(select(Post).where(Post.published.is_(True)))
 
@@ -245,7 +241,7 @@ class PostRepository(Repository[Post]):
         """Published posts, newest first."""
         return self.session.scalars(self.published_query().offset(offset).limit(limit)).all()
 
-    def by_author_query(self, author_id: int, *, include_drafts: bool = False) -> Select[tuple[Post]]:
+    def by_author_query(self, author_id: int, *, include_drafts: bool = False) -> Select[Post]:
         """The author's posts, newest first; drafts only when asked."""
         stmt = select(Post).where(Post.author_id == author_id)
         if not include_drafts:
@@ -259,7 +255,7 @@ class PostRepository(Repository[Post]):
         stmt = self.by_author_query(author_id, include_drafts=include_drafts)
         return self.session.scalars(stmt.offset(offset).limit(limit)).all()
 
-    def search_query(self, text: str, *, published_only: bool = True) -> Select[tuple[Post]]:
+    def search_query(self, text: str, *, published_only: bool = True) -> Select[Post]:
         """Posts whose title or content contains ``text``, ignoring case; wildcards are literal."""
         pattern = like_pattern(text)
         stmt = select(Post).where(

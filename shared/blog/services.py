@@ -60,9 +60,7 @@ def welcome_post_values(user: User) -> dict[str, Any]:
 
 
 @retry_on_conflict()
-def create_user_with_welcome_post(
-    *, email: str, username: str, password: str
-) -> tuple[User, Post]:
+def create_user_with_welcome_post(*, email: str, username: str, password: str) -> tuple[User, Post]:
     """Create a user and their published welcome post atomically: both or neither."""
     hashed = hash_password(password)
     with transaction() as session:
@@ -79,7 +77,9 @@ def transfer_posts(*, from_user_id: int, to_user_id: int, actor: Actor = SYSTEM)
     if not actor.is_admin:
         raise ForbiddenError()
     if from_user_id == to_user_id:
-        raise ValidationError("Cannot transfer posts to the same user", details={"field": "to_user_id"})
+        raise ValidationError(
+            "Cannot transfer posts to the same user", details={"field": "to_user_id"}
+        )
     with transaction() as session:
         users = UserRepository(session)
         # Both rows are locked (in id order, so two opposite transfers cannot deadlock each other),

@@ -1,0 +1,309 @@
+"""Repositories against the real, migrated PostgreSQL; every test rolls back (``db`` fixture)."""
+
+from __future__ import annotations
+
+import pytest
+from sqlalchemy import event, select
+from sqlalchemy.exc import InvalidRequestError
+
+from blog import db as layer_db
+from blog.errors import DuplicateError, ValidationError
+from blog.models import STATUS_INACTIVE, Post, User
+from blog.repositories import PostRepository, UserRepository, like_pattern, page_bounds
+from tests.factories import make_post, make_user, user_values
+
+pytestmark = pytest.mark.usefixtures("db")
+
+
+class StatementCounter:
+    """Counts SQL statements sent on the test's connection."""
+
+    def __init__(self) -> None:
+        self.statements: list[str] = []
+
+    def __call__(self, conn, cursor, statement, parameters, context, executemany):  # noqa: ANN001, PLR0913
+        self.statements.append(statement)
+
+
+# --- generic repository -------------------------------------------------------------------------
+
+
+def test_create_flushes_so_id_and_server_defaults_are_available() -> None:
+    with layer_db.transaction() as session:
+        user = UserRepository(session).create(**user_values())
+        assert user.id is not None
+        assert user.is_active is True
+        assert user.status == "active"
+        assert user.created_at is not None
+        assert user.created_at.tzinfo is not None
+
+
+def test_get_returns_row_or_none() -> None:
+    user = make_user()
+    with layer_db.transaction() as session:
+        repo = UserRepository(session)
+        assert repo.get(user.id).email == user.email
+        assert repo.get(user.id + 10_000) is None
+
+
+def test_get_many_uses_offset_and_limit_in_id_order() -> None:
+    users = [make_user() for _ in range(5)]
+    with layer_db.transaction() as session:
+        rows = UserRepository(session).get_many(offset=1, limit=3)
+    assert [u.id for u in rows] == [u.id for u in users[1:4]]
+
+
+def test_paginate_returns_items_and_total_across_pages() -> None:
+    users = [make_user() for _ in range(7)]
+    with layer_db.transaction() as session:
+        repo = UserRepository(session)
+        first = repo.paginate(page=1, page_size=3)
+        last = repo.paginate(page=3, page_size=3)
+        past_end = repo.paginate(page=10, page_size=3)
+    assert [u.id for u in first.items] == [u.id for u in users[:3]]
+    assert first.total == 7
+    assert [u.id for u in last.items] == [users[6].id]
+    assert last.total == 7
+    assert past_end.items == []
+    assert past_end.total == 7
+
+
+def test_paginate_of_empty_table_has_zero_total() -> None:
+    with layer_db.transaction() as session:
+        page = PostRepository(session).paginate(page=1, page_size=5)
+    assert (list(page.items), page.total) == ([], 0)
+
+
+@pytest.mark.parametrize(
+    ("page", "page_size", "field"), [(0, 10, "page"), (-1, 10, "page"), (1, 0, "page_size"), (1, -5, "page_size")]
+)
+def test_paginate_rejects_non_positive_page_or_size(page: int, page_size: int, field: str) -> None:
+    with pytest.raises(ValidationError) as caught:
+        page_bounds(page, page_size)
+    assert caught.value.details == {"field": field}
+
+
+def test_paginate_caps_page_size_and_refuses_absurd_offsets() -> None:
+    assert page_bounds(1, 10_000) == (0, 100)
+    assert page_bounds(3, None) == (40, 20)
+    with pytest.raises(ValidationError):
+        page_bounds(2**31, 100)
+
+
+def test_update_returns_new_values_and_none_for_missing_row() -> None:
+    user = make_user()
+    with layer_db.transaction() as session:
+        repo = UserRepository(session)
+        updated = repo.update(user.id, username="renamed")
+        assert updated is not None
+        assert updated.username == "renamed"
+        assert updated.updated_at >= user.updated_at
+        assert repo.update(user.id + 10_000, username="ghost") is None
+    with layer_db.transaction() as session:
+        assert UserRepository(session).get(user.id).username == "renamed"
+
+
+def test_delete_reports_whether_a_row_was_deleted() -> None:
+    user = make_user()
+    with layer_db.transaction() as session:
+        repo = UserRepository(session)
+        assert repo.delete(user.id) is True
+        assert repo.delete(user.id) is False
+        assert repo.get(user.id) is None
+
+
+def test_count_with_and_without_criteria() -> None:
+    author = make_user()
+    make_post(author, published=True)
+    make_post(author)
+    with layer_db.transaction() as session:
+        repo = PostRepository(session)
+        assert repo.count() == 2
+        assert repo.count(Post.published.is_(True)) == 1
+
+
+# --- users ---------------------------------------------------------------------------------------
+
+
+def test_get_by_email_ignores_case_and_surrounding_space() -> None:
+    user = make_user(email="Mixed.Case@Example.COM")
+    assert user.email == "mixed.case@example.com"
+    with layer_db.transaction() as session:
+        found = UserRepository(session).get_by_email("  MIXED.case@example.com ")
+    assert found is not None
+    assert found.id == user.id
+
+
+def test_get_by_username_ignores_case() -> None:
+    user = make_user(username="Alice")
+    with layer_db.transaction() as session:
+        repo = UserRepository(session)
+        assert repo.get_by_username("ALICE").id == user.id
+        assert repo.get_by_username("bob") is None
+
+
+def test_email_uniqueness_ignores_case() -> None:
+    make_user(email="dup@example.com")
+    with pytest.raises(DuplicateError) as caught:
+        make_user(email="DUP@example.com")
+    assert caught.value.details == {"field": "email"}
+
+
+def test_get_with_posts_loads_posts_eagerly_in_two_queries() -> None:
+    author = make_user()
+    posts = [make_post(author) for _ in range(3)]
+    counter = StatementCounter()
+    with layer_db.transaction() as session:
+        event.listen(session.connection(), "before_cursor_execute", counter)
+        user = UserRepository(session).get_with_posts(author.id)
+        titles = [p.title for p in user.posts]
+        event.remove(session.connection(), "before_cursor_execute", counter)
+    assert titles == [p.title for p in posts]
+    assert len([s for s in counter.statements if s.lstrip().upper().startswith("SELECT")]) == 2
+
+
+def test_relationships_are_never_lazy_loaded_by_accident() -> None:
+    author = make_user()
+    with layer_db.transaction() as session:
+        user = UserRepository(session).get(author.id)
+        with pytest.raises(InvalidRequestError):
+            _ = user.posts
+
+
+def test_get_active_users_and_deactivate() -> None:
+    alice, bob, carol = make_user(), make_user(), make_user()
+    with layer_db.transaction() as session:
+        repo = UserRepository(session)
+        deactivated = repo.deactivate(bob.id)
+        assert deactivated is not None
+        assert (deactivated.is_active, deactivated.status) == (False, STATUS_INACTIVE)
+        assert repo.deactivate(10_000_000) is None
+        active = repo.get_active_users()
+        page = repo.paginate_active(page=1, page_size=1)
+    assert [u.id for u in active] == [alice.id, carol.id]
+    assert ([u.id for u in page.items], page.total) == ([alice.id], 2)
+
+
+def test_bulk_insert_returns_ids_in_input_order() -> None:
+    rows = [user_values() for _ in range(25)]
+    with layer_db.transaction() as session:
+        repo = UserRepository(session)
+        ids = repo.bulk_insert(rows)
+        stored = {u.id: u.email for u in session.scalars(select(User).where(User.id.in_(ids)))}
+    assert len(ids) == 25
+    assert [stored[i] for i in ids] == [r["email"] for r in rows]
+
+
+def test_bulk_insert_of_nothing_is_a_no_op() -> None:
+    with layer_db.transaction() as session:
+        assert UserRepository(session).bulk_insert([]) == []
+
+
+def test_upsert_inserts_new_and_updates_existing_on_email() -> None:
+    existing = make_user(email="keep@example.com", username="oldname")
+    new_hash = existing.hashed_password + "x"
+    rows = [
+        {"email": "KEEP@example.com", "username": "newname", "hashed_password": new_hash},
+        user_values(email="fresh@example.com"),
+    ]
+    with layer_db.transaction() as session:
+        ids = UserRepository(session).upsert(rows)
+    assert ids[0] == existing.id
+    with layer_db.transaction() as session:
+        repo = UserRepository(session)
+        kept = repo.get(existing.id)
+        assert (kept.username, kept.hashed_password) == ("newname", new_hash)
+        assert repo.get_by_email("fresh@example.com").id == ids[1]
+        assert repo.count() == 2
+
+
+def test_upsert_collapses_repeated_emails_to_the_last_row() -> None:
+    rows = [user_values(email="same@example.com", username=f"name{i}") for i in range(3)]
+    with layer_db.transaction() as session:
+        repo = UserRepository(session)
+        ids = repo.upsert(rows)
+        assert len(ids) == 1
+        assert repo.get(ids[0]).username == "name2"
+
+
+def test_upsert_with_username_of_another_email_is_a_duplicate() -> None:
+    make_user(email="a@example.com", username="taken")
+    with pytest.raises(DuplicateError) as caught:
+        with layer_db.transaction() as session:
+            UserRepository(session).upsert([user_values(email="b@example.com", username="taken")])
+    assert caught.value.details == {"field": "username"}
+
+
+# --- posts ---------------------------------------------------------------------------------------
+
+
+def test_get_published_is_newest_first_and_hides_drafts() -> None:
+    author = make_user()
+    older = make_post(author, published=True)
+    make_post(author)  # draft
+    newer = make_post(author, published=True)
+    with layer_db.transaction() as session:
+        posts = PostRepository(session).get_published()
+    assert [p.id for p in posts] == [newer.id, older.id]
+
+
+def test_get_by_author_with_and_without_drafts() -> None:
+    author, other = make_user(), make_user()
+    published = make_post(author, published=True)
+    draft = make_post(author)
+    make_post(other, published=True)
+    with layer_db.transaction() as session:
+        repo = PostRepository(session)
+        assert [p.id for p in repo.get_by_author(author.id)] == [published.id]
+        with_drafts = repo.get_by_author(author.id, include_drafts=True)
+    assert [p.id for p in with_drafts] == [draft.id, published.id]
+
+
+def test_publish_sets_flag_and_returns_none_for_missing_post() -> None:
+    post = make_post(make_user())
+    with layer_db.transaction() as session:
+        repo = PostRepository(session)
+        assert repo.publish(post.id).published is True
+        assert repo.publish(post.id + 10_000) is None
+
+
+def test_search_matches_title_or_content_ignoring_case_published_only() -> None:
+    author = make_user()
+    by_title = make_post(author, title="All About PostgreSQL", published=True)
+    by_content = make_post(author, content="tuning postgresql for lambda", published=True)
+    make_post(author, title="postgresql draft")
+    make_post(author, title="unrelated", published=True)
+    with layer_db.transaction() as session:
+        repo = PostRepository(session)
+        found = repo.search("POSTGRESQL")
+        with_drafts = repo.search("postgresql", published_only=False)
+    assert {p.id for p in found} == {by_title.id, by_content.id}
+    assert len(with_drafts) == 3
+
+
+@pytest.mark.parametrize("needle", ["100%", "a_b", "back\\slash"])
+def test_search_treats_wildcards_and_backslash_literally(needle: str) -> None:
+    author = make_user()
+    hit = make_post(author, title=f"contains {needle} here", published=True)
+    # Each decoy would match if the character were a wildcard or an escape.
+    make_post(author, title="contains 1000 here", published=True)
+    make_post(author, title="contains aXb here", published=True)
+    make_post(author, title="contains backslash here", published=True)
+    with layer_db.transaction() as session:
+        found = PostRepository(session).search(needle)
+    assert [p.id for p in found] == [hit.id]
+
+
+def test_like_pattern_escapes_every_special_character() -> None:
+    assert like_pattern("50%_off\\") == "%50\\%\\_off\\\\%"
+
+
+def test_transfer_moves_all_posts_and_counts_them() -> None:
+    source, target = make_user(), make_user()
+    for _ in range(3):
+        make_post(source)
+    with layer_db.transaction() as session:
+        repo = PostRepository(session)
+        assert repo.transfer(source.id, target.id) == 3
+        assert repo.count(Post.author_id == target.id) == 3
+        assert repo.transfer(source.id, target.id) == 0

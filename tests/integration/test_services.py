@@ -1,0 +1,233 @@
+"""Use cases end to end on the real database: transactions, atomicity, races, authorization."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+from sqlalchemy import func, select
+
+from blog import db as layer_db
+from blog import services
+from blog.errors import DuplicateError, ForbiddenError, NotFoundError, ValidationError
+from blog.models import TITLE_MAX, Post, User
+from blog.repositories import UserRepository
+from blog.security import verify_password
+from blog.services import Actor
+from tests.factories import make_post, make_user, user_values
+
+
+def _counts() -> tuple[int, int]:
+    with layer_db.transaction() as session:
+        users = session.scalar(select(func.count()).select_from(User))
+        posts = session.scalar(select(func.count()).select_from(Post))
+    return int(users or 0), int(posts or 0)
+
+
+# --- register_user ------------------------------------------------------------------------------
+
+
+@pytest.mark.usefixtures("db")
+def test_register_user_stores_a_verifiable_hash_not_the_password() -> None:
+    user = services.register_user(email="New@Example.com", username="Newbie", password="s3cret-pass")
+    assert (user.email, user.username) == ("new@example.com", "newbie")
+    assert "s3cret-pass" not in user.hashed_password
+    assert user.hashed_password.startswith("$argon2id$")
+    assert verify_password(user.hashed_password, "s3cret-pass")
+
+
+@pytest.mark.usefixtures("db")
+@pytest.mark.parametrize(
+    ("email", "username", "field"),
+    [("TAKEN@example.com", "other", "email"), ("other@example.com", "Taken", "username")],
+)
+def test_register_rejects_duplicate_email_or_username_case_insensitively(
+    email: str, username: str, field: str
+) -> None:
+    services.register_user(email="taken@example.com", username="taken", password="password-1")
+    with pytest.raises(DuplicateError) as caught:
+        services.register_user(email=email, username=username, password="password-2")
+    assert caught.value.details == {"field": field}
+    assert _counts() == (1, 0)
+
+
+@pytest.mark.usefixtures("committed_db")
+def test_register_race_has_exactly_one_winner() -> None:
+    # Given two threads that register the same email at the same moment
+    barrier = threading.Barrier(2)
+    outcomes: list[object] = []
+
+    def register(name: str) -> None:
+        barrier.wait()
+        try:
+            outcomes.append(
+                services.register_user(email="race@example.com", username=name, password="pw-123456")
+            )
+        except DuplicateError as error:
+            outcomes.append(error)
+
+    threads = [threading.Thread(target=register, args=(n,)) for n in ("racer1", "racer2")]
+    # When both run
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    # Then one wins and the other is told it is a duplicate
+    assert sorted(type(o).__name__ for o in outcomes) == ["DuplicateError", "User"]
+    assert _counts() == (1, 0)
+
+
+# --- create_user_with_welcome_post --------------------------------------------------------------
+
+
+@pytest.mark.usefixtures("db")
+def test_create_user_with_welcome_post_creates_both() -> None:
+    user, post = services.create_user_with_welcome_post(
+        email="w@example.com", username="welcomed", password="password-1"
+    )
+    assert post.author_id == user.id
+    assert post.published is True
+    assert "welcomed" in post.title
+    assert _counts() == (1, 1)
+
+
+@pytest.mark.usefixtures("db")
+def test_create_user_with_welcome_post_is_atomic_when_the_post_fails(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Given a welcome post that the database will refuse (title over its limit)
+    monkeypatch.setattr(
+        services,
+        "welcome_post_values",
+        lambda user: {"title": "x" * (TITLE_MAX + 1), "content": "c", "published": True},
+    )
+    # When the use case runs, then it fails and the user was not kept either
+    with pytest.raises(ValidationError):
+        services.create_user_with_welcome_post(
+            email="w@example.com", username="welcomed", password="password-1"
+        )
+    assert _counts() == (0, 0)
+
+
+@pytest.mark.usefixtures("db")
+def test_create_user_with_welcome_post_is_atomic_when_the_user_fails() -> None:
+    make_user(username="taken")
+    with pytest.raises(DuplicateError):
+        services.create_user_with_welcome_post(
+            email="w@example.com", username="taken", password="password-1"
+        )
+    assert _counts() == (1, 0)
+
+
+# --- transfer_posts -----------------------------------------------------------------------------
+
+ADMIN = Actor(user_id=None, is_admin=True)
+
+
+@pytest.mark.usefixtures("db")
+def test_transfer_posts_moves_everything_and_returns_the_count() -> None:
+    source, target = make_user(), make_user()
+    for _ in range(4):
+        make_post(source)
+    make_post(target)
+    assert services.transfer_posts(from_user_id=source.id, to_user_id=target.id, actor=ADMIN) == 4
+    with layer_db.transaction() as session:
+        assert len(UserRepository(session).get_with_posts(target.id).posts) == 5
+
+
+@pytest.mark.usefixtures("db")
+@pytest.mark.parametrize("missing", ["from", "to"])
+def test_transfer_posts_requires_both_users(missing: str) -> None:
+    user = make_user()
+    make_post(user)
+    ghost = user.id + 10_000
+    ids = (ghost, user.id) if missing == "from" else (user.id, ghost)
+    with pytest.raises(NotFoundError) as caught:
+        services.transfer_posts(from_user_id=ids[0], to_user_id=ids[1], actor=ADMIN)
+    assert caught.value.details == {"user_id": ghost}
+    assert _counts() == (1, 1)
+
+
+@pytest.mark.usefixtures("db")
+def test_transfer_posts_is_for_admins_only_and_not_to_oneself() -> None:
+    source, target = make_user(), make_user()
+    with pytest.raises(ForbiddenError):
+        services.transfer_posts(
+            from_user_id=source.id, to_user_id=target.id, actor=Actor(user_id=source.id)
+        )
+    with pytest.raises(ValidationError):
+        services.transfer_posts(from_user_id=source.id, to_user_id=source.id, actor=ADMIN)
+
+
+# --- delete_user_cascade ------------------------------------------------------------------------
+
+
+@pytest.mark.usefixtures("db")
+def test_delete_user_cascade_removes_the_user_and_their_posts_only() -> None:
+    doomed, other = make_user(), make_user()
+    for _ in range(3):
+        make_post(doomed)
+    kept = make_post(other)
+    assert services.delete_user_cascade(doomed.id, actor=Actor(user_id=doomed.id)) == 3
+    with layer_db.transaction() as session:
+        assert session.get(User, doomed.id) is None
+        assert [p.id for p in session.scalars(select(Post))] == [kept.id]
+
+
+@pytest.mark.usefixtures("db")
+def test_delete_user_cascade_checks_existence_and_who_asks() -> None:
+    victim, intruder = make_user(), make_user()
+    with pytest.raises(ForbiddenError):
+        services.delete_user_cascade(victim.id, actor=Actor(user_id=intruder.id))
+    with pytest.raises(NotFoundError):
+        services.delete_user_cascade(victim.id + 10_000, actor=ADMIN)
+    assert _counts() == (2, 0)
+
+
+# --- publish_post -------------------------------------------------------------------------------
+
+
+@pytest.mark.usefixtures("db")
+def test_publish_post_by_author_or_admin() -> None:
+    author = make_user()
+    mine, theirs = make_post(author), make_post(author)
+    assert services.publish_post(mine.id, actor=Actor(user_id=author.id)).published is True
+    assert services.publish_post(theirs.id, actor=ADMIN).published is True
+
+
+@pytest.mark.usefixtures("db")
+def test_publish_post_hides_drafts_from_others_and_refuses_them() -> None:
+    author, stranger = make_user(), make_user()
+    draft = make_post(author)
+    published = make_post(author, published=True)
+    with pytest.raises(NotFoundError):  # a draft does not exist for anyone else
+        services.publish_post(draft.id, actor=Actor(user_id=stranger.id))
+    with pytest.raises(ForbiddenError):
+        services.publish_post(published.id, actor=Actor(user_id=stranger.id))
+    with pytest.raises(NotFoundError):
+        services.publish_post(draft.id + 10_000, actor=ADMIN)
+    with layer_db.transaction() as session:
+        assert session.get(Post, draft.id).published is False
+
+
+# --- import_users --------------------------------------------------------------------------------
+
+
+@pytest.mark.usefixtures("db")
+def test_import_users_upserts_on_email() -> None:
+    existing = make_user(email="one@example.com", username="one")
+    rows = [user_values(email="ONE@example.com", username="one-renamed"), user_values()]
+    ids = services.import_users(rows)
+    assert ids[0] == existing.id
+    assert len(ids) == 2
+    with layer_db.transaction() as session:
+        assert UserRepository(session).get(existing.id).username == "one-renamed"
+    assert _counts() == (2, 0)
+
+
+@pytest.mark.usefixtures("db")
+def test_import_users_is_all_or_nothing_on_a_conflicting_username() -> None:
+    make_user(email="a@example.com", username="taken")
+    with pytest.raises(DuplicateError):
+        services.import_users([user_values(), user_values(email="b@example.com", username="taken")])
+    assert _counts() == (1, 0)
