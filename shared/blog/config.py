@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from enum import StrEnum
 from functools import lru_cache
+
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -27,7 +28,7 @@ class Settings(BaseSettings):
 
     model_config = SettingsConfigDict(frozen=True, extra="ignore", case_sensitive=False)
 
-    database_url: str | None = None
+    database_url: str | None = Field(default=None, repr=False)
     db_secret_arn: str | None = None
     db_host: str | None = None
     db_port: int | None = Field(default=None, ge=1, le=65535)
@@ -47,6 +48,14 @@ class Settings(BaseSettings):
     argon2_time_cost: int = Field(default=2, ge=1, le=20)
     argon2_memory_kib: int = Field(default=19_456, ge=8, le=1_048_576)
     argon2_parallelism: int = Field(default=1, ge=1, le=16)
+
+    # Access tokens: HS256 with a key from Secrets Manager (JWT_SECRET_ARN) or, locally, the
+    # environment (JWT_SIGNING_KEY).
+    jwt_secret_arn: str | None = None
+    jwt_signing_key: str | None = Field(default=None, min_length=32, repr=False)
+    jwt_issuer: str = "blog-api"
+    jwt_audience: str = "blog-api"
+    access_token_ttl: int = Field(default=900, ge=60, le=86_400)
 
     page_size_default: int = Field(default=20, ge=1, le=100)
     page_size_max: int = Field(default=100, ge=1, le=1000)

@@ -12,10 +12,10 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from blog.db import retry_on_conflict, transaction
-from blog.errors import ForbiddenError, NotFoundError, ValidationError
-from blog.models import Post, User
-from blog.repositories import PostRepository, UserRepository
-from blog.security import hash_password
+from blog.errors import AuthenticationError, ForbiddenError, NotFoundError, ValidationError
+from blog.models import Post, User, normalize_email, normalize_username
+from blog.repositories import Page, PostRepository, UserRepository
+from blog.security import dummy_hash, hash_password, needs_rehash, verify_password
 
 WELCOME_CONTENT: Final = "Thanks for joining. This is your first post: edit it or write a new one."
 
@@ -72,7 +72,7 @@ def create_user_with_welcome_post(*, email: str, username: str, password: str) -
 
 
 @retry_on_conflict()
-def transfer_posts(*, from_user_id: int, to_user_id: int, actor: Actor = SYSTEM) -> int:
+def transfer_posts(*, from_user_id: int, to_user_id: int, actor: Actor) -> int:
     """Move every post of one user to another (admins only); returns how many moved."""
     if not actor.is_admin:
         raise ForbiddenError()
@@ -91,7 +91,7 @@ def transfer_posts(*, from_user_id: int, to_user_id: int, actor: Actor = SYSTEM)
 
 
 @retry_on_conflict()
-def delete_user_cascade(user_id: int, *, actor: Actor = SYSTEM) -> int:
+def delete_user_cascade(user_id: int, *, actor: Actor) -> int:
     """Delete a user and, by ``ON DELETE CASCADE``, all their posts; returns how many posts went."""
     _require(actor, user_id)
     with transaction() as session:
@@ -105,13 +105,11 @@ def delete_user_cascade(user_id: int, *, actor: Actor = SYSTEM) -> int:
 
 
 @retry_on_conflict()
-def publish_post(post_id: int, *, actor: Actor = SYSTEM) -> Post:
+def publish_post(post_id: int, *, actor: Actor) -> Post:
     """Publish a post (its author or an admin); ``NotFoundError`` when there is no such post."""
     with transaction() as session:
         posts = PostRepository(session)
-        post = posts.lock(post_id)
-        if post is None or not (post.published or actor.may_act_for(post.author_id)):
-            raise NotFoundError(f"Post {post_id} not found")
+        post = _visible_post(posts, post_id, actor, lock=True)
         _require(actor, post.author_id)
         published = posts.publish(post_id)
         assert published is not None  # locked above, so it still exists
@@ -123,3 +121,176 @@ def import_users(rows: Iterable[Mapping[str, Any]]) -> list[int]:
     """Upsert users on email in one statement (``email``, ``username``, ``hashed_password``)."""
     with transaction() as session:
         return UserRepository(session).upsert(rows)
+
+
+# --- reads and edits used by the HTTP API ------------------------------------------------------
+
+
+def authenticate(*, login: str, password: str) -> User:
+    """The active user with this email or username and password; ``AuthenticationError`` if not.
+
+    An unknown login costs a full hash verification too, so timing does not tell which part
+    was wrong; the error is the same either way.
+    """
+    with transaction() as session:
+        users = UserRepository(session)
+        user = users.get_by_email(login) if "@" in login else users.get_by_username(login)
+    hashed = user.hashed_password if user is not None else dummy_hash()
+    if not verify_password(hashed, password) or user is None or not user.is_active:
+        raise AuthenticationError("Invalid credentials")
+    if needs_rehash(user.hashed_password):
+        _rehash(user.id, password)
+    return user
+
+
+@retry_on_conflict()
+def _rehash(user_id: int, password: str) -> None:
+    hashed = hash_password(password)
+    with transaction() as session:
+        UserRepository(session).update(user_id, hashed_password=hashed)
+
+
+def register(*, email: str, username: str, password: str, welcome_post: bool = False) -> User:
+    """Register a user, with their welcome post when asked (atomically)."""
+    if welcome_post:
+        user, _post = create_user_with_welcome_post(
+            email=email, username=username, password=password
+        )
+        return user
+    return register_user(email=email, username=username, password=password)
+
+
+def actor_for(user_id: int) -> Actor:
+    """The actor behind a verified token: the user must still exist and be active.
+
+    Admin rights are read from the database, not the token, so revoking them takes effect at once.
+    """
+    with transaction() as session:
+        user = UserRepository(session).get(user_id)
+    if user is None or not user.is_active:
+        raise AuthenticationError("Invalid or expired token")
+    return Actor(user_id=user.id, is_admin=user.is_admin)
+
+
+def get_user(user_id: int) -> User:
+    """The user with this id; ``NotFoundError`` if none."""
+    with transaction() as session:
+        user = UserRepository(session).get(user_id)
+    if user is None:
+        raise NotFoundError(f"User {user_id} not found")
+    return user
+
+
+def list_active_users(*, page: int, page_size: int | None) -> Page[User]:
+    """One page of active users and their total."""
+    with transaction() as session:
+        return UserRepository(session).paginate_active(page, page_size)
+
+
+@retry_on_conflict()
+def update_user(
+    user_id: int,
+    *,
+    actor: Actor,
+    email: str | None = None,
+    username: str | None = None,
+    password: str | None = None,
+) -> User:
+    """Change a user's email, username or password (the user or an admin); 409 on duplicates."""
+    _require(actor, user_id)
+    changes: dict[str, Any] = {}
+    if email is not None:
+        changes["email"] = normalize_email(email)
+    if username is not None:
+        changes["username"] = normalize_username(username)
+    if password is not None:
+        changes["hashed_password"] = hash_password(password)
+    with transaction() as session:
+        users = UserRepository(session)
+        user = users.update(user_id, **changes) if changes else users.get(user_id)
+        if user is None:
+            raise NotFoundError(f"User {user_id} not found")
+        return user
+
+
+@retry_on_conflict()
+def deactivate_user(user_id: int, *, actor: Actor) -> User:
+    """Deactivate a user (the user or an admin): they can no longer sign in."""
+    _require(actor, user_id)
+    with transaction() as session:
+        user = UserRepository(session).deactivate(user_id)
+        if user is None:
+            raise NotFoundError(f"User {user_id} not found")
+        return user
+
+
+def list_user_posts(
+    user_id: int, *, actor: Actor, include_drafts: bool, page: int, page_size: int | None
+) -> Page[Post]:
+    """A user's published posts; with drafts only for that user or an admin."""
+    if include_drafts and not actor.may_act_for(user_id):
+        raise ForbiddenError("Only the author or an admin can see drafts")
+    with transaction() as session:
+        if UserRepository(session).get(user_id) is None:
+            raise NotFoundError(f"User {user_id} not found")
+        posts = PostRepository(session)
+        query = posts.by_author_query(user_id, include_drafts=include_drafts)
+        return posts.paginate(page, page_size, query)
+
+
+@retry_on_conflict()
+def create_post(*, actor: Actor, title: str, content: str) -> Post:
+    """A new draft by the caller."""
+    if actor.user_id is None:
+        raise ForbiddenError("Only a user can author posts")
+    with transaction() as session:
+        return PostRepository(session).create(author_id=actor.user_id, title=title, content=content)
+
+
+def list_published_posts(
+    *, page: int, page_size: int | None, query: str | None = None
+) -> Page[Post]:
+    """Published posts, newest first; only those matching ``query`` when given."""
+    with transaction() as session:
+        posts = PostRepository(session)
+        stmt = posts.search_query(query) if query else posts.published_query()
+        return posts.paginate(page, page_size, stmt)
+
+
+def _visible_post(posts: PostRepository, post_id: int, actor: Actor | None, *, lock: bool) -> Post:
+    post = posts.lock(post_id) if lock else posts.get(post_id)
+    # A draft is invisible to everyone but its author and admins: 404, not 403, so it can't leak.
+    if post is None or not (post.published or (actor and actor.may_act_for(post.author_id))):
+        raise NotFoundError(f"Post {post_id} not found")
+    return post
+
+
+def get_post(post_id: int, *, actor: Actor | None) -> Post:
+    """A published post for anyone; a draft only for its author or an admin."""
+    with transaction() as session:
+        return _visible_post(PostRepository(session), post_id, actor, lock=False)
+
+
+@retry_on_conflict()
+def update_post(
+    post_id: int, *, actor: Actor, title: str | None = None, content: str | None = None
+) -> Post:
+    """Edit a post's title or content (its author or an admin)."""
+    changes = {k: v for k, v in {"title": title, "content": content}.items() if v is not None}
+    with transaction() as session:
+        posts = PostRepository(session)
+        post = _visible_post(posts, post_id, actor, lock=True)
+        _require(actor, post.author_id)
+        updated = posts.update(post_id, **changes) if changes else post
+        assert updated is not None  # locked above
+        return updated
+
+
+@retry_on_conflict()
+def delete_post(post_id: int, *, actor: Actor) -> None:
+    """Delete a post (its author or an admin)."""
+    with transaction() as session:
+        posts = PostRepository(session)
+        post = _visible_post(posts, post_id, actor, lock=True)
+        _require(actor, post.author_id)
+        posts.delete(post_id)

@@ -1,0 +1,21 @@
+"""POST /posts: a new draft authored by the caller."""
+
+from typing import Annotated
+
+from aws_lambda_powertools.event_handler import Response
+from aws_lambda_powertools.event_handler.openapi.params import Body
+
+from blog import services
+from blog.http import created, current_actor, error_responses, http_handler, make_app
+from blog.schemas import PostCreate, PostOut
+
+app = make_app()
+
+
+@app.post("/posts", summary="Write a draft", tags=["posts"], responses=error_responses(401, 422))
+def create_post(body: Annotated[PostCreate, Body()]) -> Response[PostOut]:
+    post = services.create_post(actor=current_actor(app), title=body.title, content=body.content)
+    return created(PostOut.model_validate(post), f"/posts/{post.id}")
+
+
+lambda_handler = http_handler(app)

@@ -1,0 +1,22 @@
+"""DELETE /posts/{post_id}: delete a post (author or admin)."""
+
+from aws_lambda_powertools.event_handler import Response
+
+from blog import services
+from blog.http import PostId, current_actor, error_responses, http_handler, make_app, no_content
+
+app = make_app()
+
+
+@app.delete(
+    "/posts/<post_id>",
+    summary="Delete a post",
+    tags=["posts"],
+    responses={204: {"description": "Deleted"}, **error_responses(401, 403, 404, 422)},
+)
+def delete_post(post_id: PostId) -> Response[None]:
+    services.delete_post(post_id, actor=current_actor(app))
+    return no_content()
+
+
+lambda_handler = http_handler(app)

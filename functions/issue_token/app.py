@@ -1,0 +1,21 @@
+"""POST /auth/token: email or username and password in, a signed access token out."""
+
+from typing import Annotated
+
+from aws_lambda_powertools.event_handler.openapi.params import Body
+
+from blog import auth, services
+from blog.http import error_responses, http_handler, make_app
+from blog.schemas import TokenOut, TokenRequest
+
+app = make_app()
+
+
+@app.post("/auth/token", summary="Sign in", tags=["auth"], responses=error_responses(401, 422))
+def issue_token(body: Annotated[TokenRequest, Body()]) -> TokenOut:
+    user = services.authenticate(login=body.login, password=body.password)
+    token, expires_in = auth.issue_token(user.id)
+    return TokenOut(access_token=token, expires_in=expires_in)
+
+
+lambda_handler = http_handler(app)

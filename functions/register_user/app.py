@@ -1,0 +1,21 @@
+"""POST /users: register; with ``welcome_post: true`` the welcome post is created atomically."""
+
+from typing import Annotated
+
+from aws_lambda_powertools.event_handler import Response
+from aws_lambda_powertools.event_handler.openapi.params import Body
+
+from blog import services
+from blog.http import created, error_responses, http_handler, make_app
+from blog.schemas import UserCreate, UserOut
+
+app = make_app()
+
+
+@app.post("/users", summary="Register a user", tags=["users"], responses=error_responses(409, 422))
+def register_user(body: Annotated[UserCreate, Body()]) -> Response[UserOut]:
+    user = services.register(**body.model_dump())
+    return created(UserOut.model_validate(user), f"/users/{user.id}")
+
+
+lambda_handler = http_handler(app)

@@ -1,0 +1,27 @@
+"""POST /users/{user_id}/posts/transfer: move all of a user's posts to another user (admin)."""
+
+from typing import Annotated
+
+from aws_lambda_powertools.event_handler.openapi.params import Body
+
+from blog import services
+from blog.http import UserId, current_actor, error_responses, http_handler, make_app
+from blog.schemas import TransferOut, TransferRequest
+
+app = make_app()
+
+
+@app.post(
+    "/users/<user_id>/posts/transfer",
+    summary="Transfer a user's posts",
+    tags=["posts"],
+    responses=error_responses(401, 403, 404, 422),
+)
+def transfer_posts(user_id: UserId, body: Annotated[TransferRequest, Body()]) -> TransferOut:
+    moved = services.transfer_posts(
+        from_user_id=user_id, to_user_id=body.to_user_id, actor=current_actor(app)
+    )
+    return TransferOut(moved=moved)
+
+
+lambda_handler = http_handler(app)

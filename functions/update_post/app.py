@@ -1,0 +1,27 @@
+"""PATCH /posts/{post_id}: edit title or content (author or admin)."""
+
+from typing import Annotated
+
+from aws_lambda_powertools.event_handler.openapi.params import Body
+
+from blog import services
+from blog.http import PostId, current_actor, error_responses, http_handler, make_app
+from blog.schemas import PostOut, PostUpdate
+
+app = make_app()
+
+
+@app.patch(
+    "/posts/<post_id>",
+    summary="Edit a post",
+    tags=["posts"],
+    responses=error_responses(401, 403, 404, 422),
+)
+def update_post(post_id: PostId, body: Annotated[PostUpdate, Body()]) -> PostOut:
+    changes = body.model_dump(exclude_unset=True)
+    return PostOut.model_validate(
+        services.update_post(post_id, actor=current_actor(app), **changes)
+    )
+
+
+lambda_handler = http_handler(app)

@@ -1,0 +1,26 @@
+"""PATCH /users/{user_id}: change username, email or password (the user or an admin)."""
+
+from typing import Annotated
+
+from aws_lambda_powertools.event_handler.openapi.params import Body
+
+from blog import services
+from blog.http import UserId, current_actor, error_responses, http_handler, make_app
+from blog.schemas import UserOut, UserUpdate
+
+app = make_app()
+
+
+@app.patch(
+    "/users/<user_id>",
+    summary="Change a user",
+    tags=["users"],
+    responses=error_responses(401, 403, 404, 409, 422),
+)
+def update_user(user_id: UserId, body: Annotated[UserUpdate, Body()]) -> UserOut:
+    changes = body.model_dump(exclude_unset=True)
+    user = services.update_user(user_id, actor=current_actor(app), **changes)
+    return UserOut.model_validate(user)
+
+
+lambda_handler = http_handler(app)

@@ -1,0 +1,249 @@
+"""What every HTTP handler shares: the resolver, body checks, error mapping, identity, logging.
+
+A function's ``app.py`` builds its resolver with :func:`make_app`, declares its one route and
+exports ``lambda_handler = http_handler(app)``.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Annotated, Any, Final
+
+from aws_lambda_powertools import Logger, Metrics
+from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response
+from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValidationError
+from aws_lambda_powertools.event_handler.openapi.params import Path, Query
+from aws_lambda_powertools.logging import correlation_paths
+from aws_lambda_powertools.metrics import MetricUnit
+
+if TYPE_CHECKING:
+    from aws_lambda_powertools.utilities.typing import LambdaContext
+    from pydantic import BaseModel
+
+from blog import services
+from blog.auth import bearer_token, verify_token
+from blog.errors import AuthenticationError, DomainError
+from blog.schemas import ID_MAX
+from blog.services import Actor
+
+logger = Logger(service="blog-api")
+metrics = Metrics(namespace="BlogApi", service="blog-api")
+
+JSON: Final = "application/json"
+#: Request bodies past this are refused before any parsing (posts are at most ~100k characters).
+MAX_BODY_BYTES: Final = 512 * 1024
+BODY_METHODS: Final = frozenset({"POST", "PUT", "PATCH"})
+# Fields whose values must never be echoed back in an error.
+SECRET_FIELDS: Final = frozenset({"password", "hashed_password", "access_token", "token"})
+
+
+UserId = Annotated[int, Path(ge=1, le=ID_MAX, description="A user's id")]
+PostId = Annotated[int, Path(ge=1, le=ID_MAX, description="A post's id")]
+PageNumber = Annotated[int, Query(ge=1, le=1_000_000, description="1-based page number")]
+PageSize = Annotated[
+    int | None, Query(ge=1, le=1000, description="Items per page (default 20, capped at 100)")
+]
+
+_ERROR_DESCRIPTIONS: Final = {
+    400: "Malformed JSON",
+    401: "Missing, invalid or expired token, or bad credentials",
+    403: "Not allowed for this caller",
+    404: "No such resource",
+    409: "Conflicts with an existing resource",
+    413: "Body too large",
+    415: "Body is not application/json",
+    422: "Validation failed",
+    503: "Database unavailable; retry after the Retry-After seconds",
+}
+
+
+def error_responses(*statuses: int) -> dict[int, dict[str, Any]]:
+    """OpenAPI descriptions of the error statuses a route documents (plus the ones all share)."""
+    shared = {503} | ({400, 413, 415} if statuses and 422 in statuses else set())
+    return {
+        status: {
+            "description": _ERROR_DESCRIPTIONS[status],
+            "content": {JSON: {"schema": {"$ref": "#/components/schemas/ErrorOut"}}},
+        }
+        for status in sorted(set(statuses) | shared)
+    }
+
+
+def error_response(
+    status: int, code: str, message: str, details: Any = None, headers: dict[str, str] | None = None
+) -> Response[Any]:
+    """The one error shape: ``{"error": {"code", "message", "details"?}}``."""
+    error: dict[str, Any] = {"code": code, "message": message}
+    if details is not None:
+        error["details"] = details
+    return Response(
+        status_code=status,
+        content_type=JSON,
+        body=json.dumps({"error": error}),
+        headers=headers or {},
+    )
+
+
+def _domain_error(error: DomainError) -> Response[Any]:
+    headers = {}
+    retry_after = getattr(error, "retry_after", None)
+    if retry_after:
+        headers["Retry-After"] = str(retry_after)
+    if error.status >= 500:
+        logger.warning("request failed", extra={"error_code": error.code})
+        metrics.add_metric(name="ServerSideErrors", unit=MetricUnit.Count, value=1)
+    return error_response(error.status, error.code, error.message, error.details, headers)
+
+
+def _validation_errors(error: RequestValidationError) -> Response[Any]:
+    problems = []
+    for item in error.errors():
+        kind = item.get("type", "")
+        if kind == "json_invalid":
+            return error_response(400, "malformed_json", "The body is not valid JSON")
+        if kind == "unsupported_content_type":
+            return error_response(415, "unsupported_media_type", "Send application/json")
+        location = [str(part) for part in item.get("loc", ())]
+        field = ".".join(location[1:]) if location[:1] in (["body"], ["query"], ["path"]) else ""
+        problem = {
+            "in": location[0] if location else "body",
+            "field": field,
+            "message": item["msg"],
+        }
+        if location and location[-1] not in SECRET_FIELDS and "input" in item:
+            problem["type"] = kind
+        problems.append(problem)
+    message = "; ".join(f"{p['field'] or p['in']}: {p['message']}" for p in problems)
+    return error_response(422, "validation_error", message or "Validation failed", problems)
+
+
+def _unexpected(error: Exception) -> Response[Any]:
+    # A bug, not the client's fault: log it with its stack, tell the client nothing of it.
+    logger.exception("unhandled error", extra={"error_type": type(error).__name__})
+    return error_response(500, "internal_error", "Internal error")
+
+
+def make_app() -> APIGatewayHttpResolver:
+    """A resolver with validation on and every error mapped to the standard JSON error body."""
+    app = APIGatewayHttpResolver(enable_validation=True)
+    app.exception_handler(DomainError)(_domain_error)
+    app.exception_handler(RequestValidationError)(_validation_errors)
+    app.not_found(lambda _error: error_response(404, "not_found", "No such route"))
+    app.exception_handler(Exception)(_unexpected)
+    return app
+
+
+def _reject_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    result: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in result:
+            raise ValueError(f"duplicate key {key!r}")
+        result[key] = value
+    return result
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def check_body(event: dict[str, Any]) -> dict[str, Any] | Response[Any]:  # noqa: PLR0911
+    """Refuse what validation would misread: oversized, non-JSON, malformed or ambiguous bodies.
+
+    Returns the event to route (with a base64 body decoded) or the error response.
+    """
+    raw = event.get("body")
+    if raw is None or raw == "":
+        return event
+    if event.get("isBase64Encoded"):
+        try:
+            body = base64.b64decode(raw, validate=True)
+        except (binascii.Error, ValueError):
+            return error_response(400, "malformed_body", "The body is not valid base64")
+    else:
+        body = raw.encode("utf-8", "surrogatepass")
+    if len(body) > MAX_BODY_BYTES:
+        return error_response(
+            413, "payload_too_large", f"The body must be at most {MAX_BODY_BYTES} bytes"
+        )
+    headers = {k.lower(): v for k, v in (event.get("headers") or {}).items()}
+    content_type = headers.get("content-type", "").split(";")[0].strip().lower()
+    if content_type != JSON:
+        return error_response(415, "unsupported_media_type", "Send the body as application/json")
+    try:
+        text = body.decode("utf-8")
+        json.loads(text, object_pairs_hook=_reject_duplicate_keys, parse_constant=_reject_constant)
+    except UnicodeDecodeError:
+        return error_response(400, "malformed_json", "The body is not valid UTF-8")
+    except ValueError as error:  # JSONDecodeError is a ValueError
+        duplicate = str(error).startswith("duplicate key")
+        message = str(error) if duplicate else "The body is not valid JSON"
+        return error_response(400, "malformed_json", message)
+    if event.get("isBase64Encoded"):
+        return {**event, "body": text, "isBase64Encoded": False}
+    return event
+
+
+def http_handler(
+    app: APIGatewayHttpResolver,
+) -> Callable[[dict[str, Any], LambdaContext], dict[str, Any]]:
+    """The Lambda entry point for ``app``: body checks, correlation id, metrics, then routing."""
+
+    @metrics.log_metrics
+    @logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_HTTP)
+    def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+        checked = check_body(event)
+        if isinstance(checked, Response):
+            return {
+                "statusCode": checked.status_code,
+                "headers": {"Content-Type": JSON, **checked.headers},
+                "body": checked.body,
+                "isBase64Encoded": False,
+            }
+        return app.resolve(checked, context)
+
+    return lambda_handler
+
+
+def ok(model: BaseModel, status: int = 200, headers: dict[str, str] | None = None) -> Response[Any]:
+    """A JSON response with ``model`` as its body."""
+    return Response(
+        status_code=status, content_type=JSON, body=model.model_dump(mode="json"), headers=headers
+    )
+
+
+def created(model: BaseModel, location: str) -> Response[Any]:
+    """201 Created with the new resource and its ``Location``."""
+    return ok(model, 201, {"Location": location})
+
+
+def no_content() -> Response[Any]:
+    """204 No Content."""
+    return Response(status_code=204, body=None)
+
+
+def current_actor(app: APIGatewayHttpResolver) -> Actor:
+    """The caller, as the Lambda authorizer described them; 401 when there is none."""
+    context = app.current_event.request_context.authorizer.get_lambda or {}
+    user_id = context.get("user_id")
+    try:
+        parsed = int(user_id) if user_id is not None else None
+    except (TypeError, ValueError):
+        parsed = None
+    if parsed is None:
+        raise AuthenticationError("Sign in first")
+    return Actor(user_id=parsed, is_admin=str(context.get("is_admin")).lower() == "true")
+
+
+def optional_actor(app: APIGatewayHttpResolver) -> Actor | None:
+    """On routes open to anyone: the caller if the request carries a token, else None.
+
+    These routes have no authorizer in front of them, so the token is checked here; a token that
+    is present but invalid is a 401, not silently anonymous.
+    """
+    token = bearer_token(app.current_event.headers)
+    if token is None:
+        return None
+    return services.actor_for(verify_token(token).user_id)

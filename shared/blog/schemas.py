@@ -1,0 +1,236 @@
+"""Request and response models (pydantic v2). Responses never carry password hashes or tokens."""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from datetime import datetime
+from typing import Annotated, Final, Generic, Literal, Self, TypeVar
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    model_validator,
+)
+
+from blog.models import CONTENT_MAX, EMAIL_MAX, TITLE_MAX, USERNAME_MAX
+
+T = TypeVar("T")
+
+#: PostgreSQL integer ids: anything outside is simply not an id (and must not reach SQL).
+ID_MAX: Final = 2**31 - 1
+PASSWORD_MIN: Final = 8
+# Argon2 accepts any length; the cap bounds the work one request can cause.
+PASSWORD_MAX: Final = 256
+SEARCH_MAX: Final = 200
+
+_EMAIL = re.compile(r"^[^@\s]{1,64}@[^@\s.]+(\.[^@\s.]+)+$")
+_USERNAME = r"^[A-Za-z0-9](?:[A-Za-z0-9_.-]*[A-Za-z0-9])?$"
+_ALLOWED_CONTROLS: Final = frozenset("\n\r\t")
+
+
+def _clean_text(value: str, *, multiline: bool) -> str:
+    """Refuse text PostgreSQL or a reader would choke on: NUL, control chars, lone surrogates."""
+    allowed = _ALLOWED_CONTROLS if multiline else frozenset()
+    for char in value:
+        if char not in allowed and unicodedata.category(char) in {"Cc", "Cs"}:
+            kind = (
+                "a lone surrogate" if unicodedata.category(char) == "Cs" else "a control character"
+            )
+            raise ValueError(f"must not contain {kind} (U+{ord(char):04X})")
+    return value
+
+
+def _single_line(value: str) -> str:
+    return _clean_text(value, multiline=False)
+
+
+def _multi_line(value: str) -> str:
+    return _clean_text(value, multiline=True)
+
+
+def _not_blank(value: str) -> str:
+    if not value.strip():
+        raise ValueError("must not be blank")
+    return value
+
+
+def _email(value: str) -> str:
+    normalized = value.strip().lower()
+    if not _EMAIL.match(normalized):
+        raise ValueError("must be an email address like name@example.com")
+    return normalized
+
+
+Email = Annotated[
+    str,
+    StringConstraints(min_length=3, max_length=EMAIL_MAX),
+    AfterValidator(_single_line),
+    AfterValidator(_email),
+]
+Username = Annotated[
+    str,
+    StringConstraints(min_length=3, max_length=USERNAME_MAX, pattern=_USERNAME),
+    AfterValidator(str.lower),
+]
+Password = Annotated[
+    str,
+    StringConstraints(min_length=PASSWORD_MIN, max_length=PASSWORD_MAX),
+    AfterValidator(_single_line),
+]
+Title = Annotated[
+    str,
+    StringConstraints(min_length=1, max_length=TITLE_MAX),
+    AfterValidator(_single_line),
+    AfterValidator(_not_blank),
+]
+Content = Annotated[
+    str,
+    StringConstraints(min_length=1, max_length=CONTENT_MAX),
+    AfterValidator(_multi_line),
+    AfterValidator(_not_blank),
+]
+Id = Annotated[int, Field(ge=1, le=ID_MAX)]
+
+
+class Request(BaseModel):
+    """Strict request body: unknown fields and type coercions are refused."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+class Response(BaseModel):
+    """Response body built from ORM rows."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+
+def _require_some(model: BaseModel) -> None:
+    if not model.model_fields_set:
+        raise ValueError("give at least one field to change")
+
+
+class UserCreate(Request):
+    """Registration."""
+
+    email: Email
+    username: Username
+    password: Password
+    welcome_post: bool = Field(
+        default=False, description="Also create a published welcome post, atomically."
+    )
+
+
+class UserUpdate(Request):
+    """A change to one's own account; only the given fields change."""
+
+    email: Email | None = None
+    username: Username | None = None
+    password: Password | None = None
+
+    @model_validator(mode="after")
+    def _some_field(self) -> Self:
+        _require_some(self)
+        if any(getattr(self, name) is None for name in self.model_fields_set):
+            raise ValueError("fields cannot be set to null")
+        return self
+
+
+class UserOut(Response):
+    """A user as the API shows it: never the password hash."""
+
+    id: int
+    email: str
+    username: str
+    is_active: bool
+    is_admin: bool
+    created_at: datetime
+    updated_at: datetime
+
+
+class TokenRequest(Request):
+    """Sign-in: an email or a username, and the password."""
+
+    login: Annotated[str, StringConstraints(min_length=1, max_length=EMAIL_MAX)] = Field(
+        description="Email address or username"
+    )
+    password: Annotated[str, StringConstraints(min_length=1, max_length=PASSWORD_MAX)]
+
+
+class TokenOut(BaseModel):
+    """A signed, short-lived bearer token."""
+
+    access_token: str
+    token_type: Literal["Bearer"] = "Bearer"
+    expires_in: int = Field(description="Seconds until the token expires")
+
+
+class PostCreate(Request):
+    """A new post; it starts as a draft."""
+
+    title: Title
+    content: Content
+
+
+class PostUpdate(Request):
+    """An edit of a post; only the given fields change."""
+
+    title: Title | None = None
+    content: Content | None = None
+
+    @model_validator(mode="after")
+    def _some_field(self) -> Self:
+        _require_some(self)
+        if any(getattr(self, name) is None for name in self.model_fields_set):
+            raise ValueError("fields cannot be set to null")
+        return self
+
+
+class PostOut(Response):
+    """A post."""
+
+    id: int
+    title: str
+    content: str
+    published: bool
+    author_id: int
+    created_at: datetime
+    updated_at: datetime
+
+
+class TransferRequest(Request):
+    """Where to move a user's posts."""
+
+    to_user_id: Id
+
+
+class TransferOut(BaseModel):
+    """How many posts moved."""
+
+    moved: int
+
+
+class Page(BaseModel, Generic[T]):
+    """One page of a list and the total across pages."""
+
+    items: list[T]
+    total: int
+    page: int
+    page_size: int
+
+
+class ErrorBody(BaseModel):
+    """The error part of every error response."""
+
+    code: str
+    message: str
+    details: object | None = None
+
+
+class ErrorOut(BaseModel):
+    """Every error response: ``{"error": {"code", "message", "details"?}}``."""
+
+    error: ErrorBody
