@@ -15,12 +15,14 @@ Logging is left to the caller: there is no ini file to configure it from, and in
 
 from __future__ import annotations
 
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from alembic import context
-from sqlalchemy import Connection
 
 from blog.models import Base
+
+if TYPE_CHECKING:
+    from sqlalchemy import Connection
 
 OFFLINE_URL: Final = "postgresql+pg8000://"
 

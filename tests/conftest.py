@@ -159,8 +159,9 @@ def db(database_url: str) -> Iterator[None]:
     SQLAlchemy's recipe: an outer transaction on one connection, and sessions that join it with
     savepoints, so code under test may commit and roll back freely.
     """
-    from blog import db as layer_db
     from sqlalchemy.orm import sessionmaker
+
+    from blog import db as layer_db
 
     connection = layer_db.get_engine().connect()
     outer = connection.begin()
@@ -180,8 +181,9 @@ def db(database_url: str) -> Iterator[None]:
 @pytest.fixture
 def committed_db(database_url: str) -> Iterator[None]:
     """Real commits on separate connections (races, deadlocks); tables are emptied afterwards."""
-    from blog import db as layer_db
     from sqlalchemy import text
+
+    from blog import db as layer_db
 
     yield
     with layer_db.get_engine().begin() as conn:

@@ -43,9 +43,7 @@ def upgrade() -> None:
         ),
     )
     op.create_index(op.f("ix_posts_author_id"), "posts", ["author_id"])
-    op.create_index(
-        op.f("ix_posts_published_created_at"), "posts", ["published", "created_at"]
-    )
+    op.create_index(op.f("ix_posts_published_created_at"), "posts", ["published", "created_at"])
 
 
 def downgrade() -> None:

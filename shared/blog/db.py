@@ -51,7 +51,8 @@ UNAVAILABLE_SQLSTATES: Final = frozenset(
 )
 UNAVAILABLE_CLASSES: Final = ("08", "53", "58")  # connection, resources, system errors
 INVALID_INPUT_CLASSES: Final = ("22",)  # data exceptions: too long, out of range, bad encoding
-INVALID_INPUT_SQLSTATES: Final = frozenset({"23502", "23514"})  # not null, check
+# not null, check; and protocol violation, which is what a NUL inside a statement causes
+INVALID_INPUT_SQLSTATES: Final = frozenset({"23502", "23514", "08P01"})
 
 #: Unique constraint (index) name → the field reported to the client.
 UNIQUE_FIELDS: Final = {"ix_users_email": "email", "ix_users_username": "username"}
@@ -224,6 +225,8 @@ def translate_error(error: BaseException) -> DomainError:  # noqa: PLR0911 - one
     """Map a driver or SQLAlchemy error to a domain error, by SQLSTATE and never by message text."""
     if isinstance(error, DomainError):
         return error
+    if isinstance(error, UnicodeError):  # e.g. a lone surrogate the driver cannot encode
+        return ValidationError("A value is not valid Unicode text")
     code = sqlstate(error)
     if code == "23505":
         field = UNIQUE_FIELDS.get(_server_field(error, "n") or "")
@@ -273,7 +276,7 @@ def transaction() -> Iterator[Session]:
             yield session
     except DomainError:
         raise
-    except (sa_exc.SQLAlchemyError, pg8000.dbapi.Error, OSError) as error:
+    except (sa_exc.SQLAlchemyError, pg8000.dbapi.Error, OSError, UnicodeError) as error:
         raise _translated(error) from error
     finally:
         session.close()
@@ -287,7 +290,7 @@ def savepoint(session: Session) -> Iterator[Session]:
             yield session
     except DomainError:
         raise
-    except (sa_exc.SQLAlchemyError, pg8000.dbapi.Error) as error:
+    except (sa_exc.SQLAlchemyError, pg8000.dbapi.Error, UnicodeError) as error:
         raise _translated(error) from error
 
 

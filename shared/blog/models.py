@@ -89,6 +89,7 @@ class User(TimestampMixin, Base):
     hashed_password: Mapped[str] = mapped_column(String(PASSWORD_HASH_MAX))
     is_active: Mapped[bool] = mapped_column(Boolean, server_default=text("true"))
     status: Mapped[str] = mapped_column(String(20), server_default=text(f"'{STATUS_ACTIVE}'"))
+    is_admin: Mapped[bool] = mapped_column(Boolean, server_default=text("false"))
 
     # lazy="raise": relationships are loaded on purpose (selectinload), never by accident (N+1).
     posts: Mapped[list[Post]] = relationship(

@@ -6,7 +6,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final, Generic, TypeVar
 
-from sqlalchemy import ColumnElement, Select, delete, func, literal, or_, select, update
+from sqlalchemy import ColumnElement, Select, delete, func, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.orm import Session, selectinload
 
@@ -108,7 +108,7 @@ class Repository(Generic[ModelT]):
         elif offset == 0:
             total = 0
         else:
-            count_stmt = base.order_by(None).with_only_columns(func.count(literal(1)))
+            count_stmt = select(func.count()).select_from(base.order_by(None).subquery())
             total = int(self.session.scalar(count_stmt) or 0)
         return Page(items=[row[0] for row in rows], total=total, page=page, page_size=limit)
 

@@ -79,9 +79,18 @@ def test_database_errors_become_domain_errors_by_sqlstate() -> None:
     with pytest.raises(ValidationError), layer_db.transaction() as session:
         UserRepository(session).create(**user_values(username="x" * 51))
     with pytest.raises(ValidationError), layer_db.transaction() as session:
-        session.execute(text("SELECT 'nul\x00byte'::text"))
+        session.execute(text("SELECT CAST(:t AS text)"), {"t": "nul\x00byte"})
     with pytest.raises(DatabaseError), layer_db.transaction() as session:
         session.execute(text("SELECT * FROM no_such_table"))
+
+
+@pytest.mark.usefixtures("database_url")
+def test_text_the_driver_cannot_encode_is_a_validation_error_and_harms_nothing() -> None:
+    # The driver fails while sending, so this runs on its own connection, not the shared one.
+    with pytest.raises(ValidationError), layer_db.transaction() as session:
+        session.execute(text("SELECT CAST(:t AS text)"), {"t": "lone \ud800 surrogate"})
+    with layer_db.transaction() as session:
+        assert session.scalar(text("SELECT 1")) == 1
 
 
 @pytest.mark.parametrize(

@@ -75,7 +75,8 @@ def test_paginate_of_empty_table_has_zero_total() -> None:
 
 
 @pytest.mark.parametrize(
-    ("page", "page_size", "field"), [(0, 10, "page"), (-1, 10, "page"), (1, 0, "page_size"), (1, -5, "page_size")]
+    ("page", "page_size", "field"),
+    [(0, 10, "page"), (-1, 10, "page"), (1, 0, "page_size"), (1, -5, "page_size")],
 )
 def test_paginate_rejects_non_positive_page_or_size(page: int, page_size: int, field: str) -> None:
     with pytest.raises(ValidationError) as caught:

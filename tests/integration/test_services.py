@@ -29,7 +29,9 @@ def _counts() -> tuple[int, int]:
 
 @pytest.mark.usefixtures("db")
 def test_register_user_stores_a_verifiable_hash_not_the_password() -> None:
-    user = services.register_user(email="New@Example.com", username="Newbie", password="s3cret-pass")
+    user = services.register_user(
+        email="New@Example.com", username="Newbie", password="s3cret-pass"
+    )
     assert (user.email, user.username) == ("new@example.com", "newbie")
     assert "s3cret-pass" not in user.hashed_password
     assert user.hashed_password.startswith("$argon2id$")
@@ -61,7 +63,9 @@ def test_register_race_has_exactly_one_winner() -> None:
         barrier.wait()
         try:
             outcomes.append(
-                services.register_user(email="race@example.com", username=name, password="pw-123456")
+                services.register_user(
+                    email="race@example.com", username=name, password="pw-123456"
+                )
             )
         except DuplicateError as error:
             outcomes.append(error)

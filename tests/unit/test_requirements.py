@@ -13,7 +13,9 @@ PIN = re.compile(r"^([A-Za-z0-9._-]+)==([^\s;\\]+)", re.MULTILINE)
 
 
 def _pins(path: Path) -> dict[str, str]:
-    return {name.lower().replace("_", "-"): version for name, version in PIN.findall(path.read_text())}
+    return {
+        name.lower().replace("_", "-"): version for name, version in PIN.findall(path.read_text())
+    }
 
 
 def _requirement_names(specs: list[str]) -> set[str]:

@@ -1,0 +1,207 @@
+"""The local runner: ``python -m local [serve|invoke|db]`` (``make local`` runs ``serve``).
+
+- ``serve``: the whole HTTP API on http://127.0.0.1:3000 (Swagger UI at ``/docs``), every route
+  of ``template.yaml`` handled by its own function, the authorizer in front of protected routes.
+- ``invoke FunctionLogicalId --event events/x.json``: one function on one event, like
+  ``sam local invoke``, result on stdout.
+- ``db``: only the database, migrated, printing its URL.
+
+Without ``DATABASE_URL`` it uses an embedded PostgreSQL whose data stays in ``.local/`` between
+runs, and migrates it to the latest revision first.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import secrets
+import signal
+import sys
+import threading
+from pathlib import Path
+from typing import Any
+
+from local.functions import REPO
+
+STATE = REPO / ".local"
+
+
+def _signing_key() -> str:
+    """A local token signing key, made once, kept in .local/ (on AWS: Secrets Manager)."""
+    path = STATE / "jwt-signing-key"
+    if not path.exists():
+        STATE.mkdir(exist_ok=True)
+        path.write_text(secrets.token_urlsafe(48))
+        path.chmod(0o600)
+    return path.read_text().strip()
+
+
+def _start_database() -> tuple[str, Any]:
+    """``DATABASE_URL`` if set, else the embedded server in .local/pgdata (started here)."""
+    url = os.environ.get("DATABASE_URL")
+    if url:
+        return url, None
+    from local.embedded_pg import EmbeddedPostgres
+
+    STATE.mkdir(exist_ok=True)
+    server = EmbeddedPostgres(STATE / "pgdata", persistent=True)
+    server.start()
+    return server.url("postgres"), server
+
+
+def _migrate(url: str) -> str:
+    """Upgrade the database to the latest migration; returns the revision."""
+    from alembic import command
+    from alembic.config import Config
+    from alembic.runtime.migration import MigrationContext
+    from sqlalchemy import create_engine
+    from sqlalchemy.pool import NullPool
+
+    engine = create_engine(url, poolclass=NullPool)
+    try:
+        with engine.begin() as connection:
+            cfg = Config(toml_file=str(REPO / "pyproject.toml"))
+            cfg.attributes["connection"] = connection
+            command.upgrade(cfg, "head")
+            revision = MigrationContext.configure(connection).get_current_revision()
+    finally:
+        engine.dispose()
+    return revision or "base"
+
+
+def prepare_environment(url: str) -> None:
+    """The settings the functions read, for a local database without TLS."""
+    os.environ["DATABASE_URL"] = url
+    os.environ.setdefault("DB_SSLMODE", "disable")
+    os.environ.setdefault("JWT_SIGNING_KEY", _signing_key())
+    os.environ.setdefault("POWERTOOLS_SERVICE_NAME", "blog-api-local")
+    os.environ.setdefault("POWERTOOLS_METRICS_NAMESPACE", "BlogApiLocal")
+    os.environ.setdefault("POWERTOOLS_LOG_LEVEL", "WARNING")
+    os.environ.setdefault("POWERTOOLS_TRACE_DISABLED", "true")
+    os.environ.setdefault("AWS_DEFAULT_REGION", "eu-west-1")
+
+
+def _docs_routes() -> dict[tuple[str, str], Any]:
+    """``/openapi.json`` and Swagger UI at ``/docs``, served from the committed document."""
+    from aws_lambda_powertools.event_handler.openapi.swagger_ui import generate_swagger_html
+    from aws_lambda_powertools.event_handler.openapi.swagger_ui.html import (
+        __file__ as swagger_html,
+    )
+
+    assets = Path(swagger_html).parent
+    spec = (REPO / "openapi.json").read_text()
+    page = generate_swagger_html(
+        spec=spec,
+        swagger_js=(assets / "swagger-ui-bundle.min.js").read_text(),
+        swagger_css=(assets / "swagger-ui.min.css").read_text(),
+        swagger_base_url="",
+        oauth2_config=None,
+        persist_authorization=True,
+    )
+
+    def openapi() -> dict[str, Any]:
+        return {"statusCode": 200, "headers": {"content-type": "application/json"}, "body": spec}
+
+    def docs() -> dict[str, Any]:
+        return {"statusCode": 200, "headers": {"content-type": "text/html"}, "body": page}
+
+    return {("GET", "/openapi.json"): openapi, ("GET", "/docs"): docs}
+
+
+def serve(args: argparse.Namespace) -> int:
+    """Run the HTTP API until interrupted."""
+    from local.gateway import Gateway
+
+    url, server = _start_database()
+    try:
+        prepare_environment(url)
+        revision = _migrate(url)
+        gateway = Gateway((args.host, args.port), workers=args.workers, extra_routes=_docs_routes())
+        host, port = gateway.server_address[:2]
+        print(f"Database: {_redact(url)} (revision {revision})", flush=True)  # noqa: T201
+        print(f"API:      http://{host}:{port}   Swagger UI: http://{host}:{port}/docs", flush=True)  # noqa: T201
+        signal.signal(signal.SIGTERM, lambda *_: threading.Thread(target=gateway.shutdown).start())
+        try:
+            gateway.serve_forever()
+        except KeyboardInterrupt:
+            pass
+        finally:
+            gateway.server_close()
+    finally:
+        if server is not None:
+            server.stop()
+    return 0
+
+
+def invoke(args: argparse.Namespace) -> int:
+    """Run one function on one event file and print its result as JSON."""
+    from local.gateway import invoke as run
+
+    event = json.loads(Path(args.event).read_text()) if args.event != "-" else json.load(sys.stdin)
+    url, server = _start_database()
+    try:
+        prepare_environment(url)
+        if not args.no_migrate:
+            _migrate(url)
+        result = run(args.function, event)
+    finally:
+        if server is not None:
+            server.stop()
+    print(json.dumps(result, indent=2, default=str))  # noqa: T201
+    return 0
+
+
+def database(_args: argparse.Namespace) -> int:
+    """Start only the database (migrated) and wait."""
+    url, server = _start_database()
+    try:
+        revision = _migrate(url)
+        print(f"DATABASE_URL={url}  (revision {revision}; Ctrl-C stops it)", flush=True)  # noqa: T201
+        if server is not None:
+            signal.signal(signal.SIGTERM, _interrupt)
+            while True:
+                signal.pause()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        if server is not None:
+            server.stop()
+    return 0
+
+
+def _interrupt(*_: object) -> None:
+    raise KeyboardInterrupt
+
+
+def _redact(url: str) -> str:
+    from sqlalchemy.engine import make_url
+
+    return make_url(url).render_as_string(hide_password=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Parse the command line and run the command (``serve`` by default)."""
+    parser = argparse.ArgumentParser(prog="python -m local", description=__doc__.split("\n")[0])
+    commands = parser.add_subparsers(dest="command")
+    serve_cmd = commands.add_parser("serve", help="run the HTTP API (default)")
+    serve_cmd.add_argument("--host", default="127.0.0.1")
+    serve_cmd.add_argument("--port", type=int, default=int(os.environ.get("PORT", "3000")))
+    serve_cmd.add_argument("--workers", type=int, default=4, help="Lambda environments at once")
+    invoke_cmd = commands.add_parser("invoke", help="run one function on one event")
+    invoke_cmd.add_argument("function", help="logical id in template.yaml, e.g. GetPostFunction")
+    invoke_cmd.add_argument("--event", "-e", required=True, help="event JSON file, or - for stdin")
+    invoke_cmd.add_argument("--no-migrate", action="store_true")
+    commands.add_parser("db", help="run only the database")
+    args = parser.parse_args(argv)
+    if args.command in (None, "serve"):
+        if args.command is None:
+            args = serve_cmd.parse_args([])
+        return serve(args)
+    if args.command == "invoke":
+        return invoke(args)
+    return database(args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

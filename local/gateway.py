@@ -1,0 +1,264 @@
+"""A Docker-free stand-in for API Gateway (HTTP API) and Lambda, for local runs and tests.
+
+Each HTTP request becomes a payload-2.0 event for the function whose route in ``template.yaml``
+matches; protected routes first go through the Lambda authorizer, as API Gateway would do it
+(401 without an ``Authorization`` header, 403 when the authorizer says no). Invocations run in
+worker processes, one at a time per process, like Lambda execution environments.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+import secrets
+import time
+import uuid
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import parse_qsl, urlsplit
+
+from local.functions import Function, functions, load_handler
+
+AUTHORIZER_ID = "AuthorizerFunction"
+#: API Gateway refuses bodies past 10 MB before any function runs.
+GATEWAY_MAX_BODY = 10 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class Route:
+    """One HTTP API route and the function behind it."""
+
+    method: str
+    path: str
+    pattern: re.Pattern[str]
+    function: Function
+
+    @property
+    def route_key(self) -> str:
+        """``METHOD /path/{param}``, as API Gateway names routes."""
+        return f"{self.method} {self.path}"
+
+
+def routes() -> list[Route]:
+    """Every HTTP route of the template; literal segments win over parameters, as in API Gateway."""
+    found = []
+    for function in functions().values():
+        for method, path in function.routes:
+            regex = re.sub(r"\\\{(\w+)\\\}", r"(?P<\1>[^/]+)", re.escape(path))
+            found.append(Route(method, path, re.compile(f"^{regex}$"), function))
+    return sorted(found, key=lambda r: (r.path.count("{"), -len(r.path)))
+
+
+def match(method: str, path: str) -> tuple[Route, dict[str, str]] | None:
+    """The route for ``method path`` and its path parameters."""
+    for route in routes():
+        if route.method == method:
+            found = route.pattern.match(path)
+            if found:
+                return route, found.groupdict()
+    return None
+
+
+class LambdaContext:
+    """The parts of Lambda's context object that handlers and Powertools read."""
+
+    def __init__(self, function_name: str, timeout_s: float = 30.0) -> None:
+        self.function_name = function_name
+        self.function_version = "$LATEST"
+        self.memory_limit_in_mb = 512
+        self.invoked_function_arn = (
+            f"arn:aws:lambda:eu-west-1:123456789012:function:{function_name}"
+        )
+        self.aws_request_id = str(uuid.uuid4())
+        self.log_group_name = f"/aws/lambda/{function_name}"
+        self.log_stream_name = "local"
+        self._deadline = time.monotonic() + timeout_s
+
+    def get_remaining_time_in_millis(self) -> int:
+        """Milliseconds left before the (emulated) timeout."""
+        return max(0, int((self._deadline - time.monotonic()) * 1000))
+
+
+def invoke(logical_id: str, event: dict[str, Any], timeout_s: float = 30.0) -> Any:
+    """Run one function on one event in this process, as the Lambda runtime would."""
+    function = functions()[logical_id]
+    return load_handler(function)(event, LambdaContext(logical_id, timeout_s))
+
+
+def _join(pairs: list[tuple[str, str]]) -> dict[str, str]:
+    # API Gateway (payload 2.0) joins repeated headers and query parameters with commas.
+    joined: dict[str, str] = {}
+    for key, value in pairs:
+        joined[key] = f"{joined[key]},{value}" if key in joined else value
+    return joined
+
+
+def build_event(  # noqa: PLR0917 - the parts of one HTTP request
+    method: str,
+    raw_path: str,
+    raw_query: str,
+    headers: list[tuple[str, str]],
+    body: bytes,
+    route: Route,
+    path_parameters: dict[str, str],
+) -> dict[str, Any]:
+    """An API Gateway HTTP API payload-2.0 event, as the real service builds it."""
+    now = datetime.now(UTC)
+    header_map = _join([(k.lower(), v) for k, v in headers if k.lower() != "cookie"])
+    cookies = [c.strip() for k, v in headers if k.lower() == "cookie" for c in v.split(";")]
+    event: dict[str, Any] = {
+        "version": "2.0",
+        "routeKey": route.route_key,
+        "rawPath": raw_path,
+        "rawQueryString": raw_query,
+        "headers": header_map,
+        "requestContext": {
+            "accountId": "123456789012",
+            "apiId": "local",
+            "domainName": header_map.get("host", "127.0.0.1"),
+            "domainPrefix": "local",
+            "http": {
+                "method": method,
+                "path": raw_path,
+                "protocol": "HTTP/1.1",
+                "sourceIp": "127.0.0.1",
+                "userAgent": header_map.get("user-agent", ""),
+            },
+            "requestId": secrets.token_hex(8),
+            "routeKey": route.route_key,
+            "stage": "$default",
+            "time": now.strftime("%d/%b/%Y:%H:%M:%S +0000"),
+            "timeEpoch": int(now.timestamp() * 1000),
+        },
+        "isBase64Encoded": False,
+    }
+    if cookies:
+        event["cookies"] = cookies
+    if raw_query:
+        event["queryStringParameters"] = _join(parse_qsl(raw_query, keep_blank_values=True))
+    if path_parameters:
+        event["pathParameters"] = path_parameters
+    if body:
+        try:
+            event["body"] = body.decode("utf-8")
+        except UnicodeDecodeError:
+            event["body"] = base64.b64encode(body).decode("ascii")
+            event["isBase64Encoded"] = True
+    return event
+
+
+def authorizer_event(event: dict[str, Any], route: Route) -> dict[str, Any]:
+    """The REQUEST authorizer event (payload 2.0) for a request to ``route``."""
+    return {
+        "version": "2.0",
+        "type": "REQUEST",
+        "routeArn": (
+            "arn:aws:execute-api:eu-west-1:123456789012:local/$default/"
+            f"{route.method}{route.path}"
+        ),
+        "identitySource": [event["headers"].get("authorization", "")],
+        "routeKey": event["routeKey"],
+        "rawPath": event["rawPath"],
+        "rawQueryString": event["rawQueryString"],
+        "headers": event["headers"],
+        "queryStringParameters": event.get("queryStringParameters"),
+        "pathParameters": event.get("pathParameters"),
+        "requestContext": event["requestContext"],
+    }
+
+
+def _gateway_error(status: int, message: str) -> dict[str, Any]:
+    return {
+        "statusCode": status,
+        "headers": {"content-type": "application/json"},
+        "body": json.dumps({"message": message}),
+    }
+
+
+def handle(
+    method: str, target: str, headers: list[tuple[str, str]], body: bytes, run: Any = invoke
+) -> dict[str, Any]:
+    """What API Gateway and Lambda answer to one request (a Lambda proxy result)."""
+    parts = urlsplit(target)
+    found = match(method, parts.path)
+    if found is None:
+        return _gateway_error(404, "Not Found")
+    if len(body) > GATEWAY_MAX_BODY:
+        return _gateway_error(413, "Request Entity Too Large")
+    route, params = found
+    event = build_event(method, parts.path, parts.query, headers, body, route, params)
+    if route.function.authorizer:
+        if not event["headers"].get("authorization"):
+            return _gateway_error(401, "Unauthorized")
+        verdict = run(AUTHORIZER_ID, authorizer_event(event, route))
+        if not verdict.get("isAuthorized"):
+            return _gateway_error(403, "Forbidden")
+        event["requestContext"]["authorizer"] = {"lambda": verdict.get("context") or {}}
+    result = run(route.function.logical_id, event)
+    if not isinstance(result, dict) or "statusCode" not in result:
+        # A payload-2.0 integration treats anything else as a 200 with the JSON as body.
+        return {
+            "statusCode": 200,
+            "headers": {"content-type": "application/json"},
+            "body": json.dumps(result),
+        }
+    return result
+
+
+class Gateway(ThreadingHTTPServer):
+    """The HTTP server; invocations go to a pool of worker processes."""
+
+    daemon_threads = True
+
+    def __init__(self, address: tuple[str, int], workers: int, extra_routes: Any = None) -> None:
+        super().__init__(address, _RequestHandler)
+        self.pool = ProcessPoolExecutor(max_workers=workers)
+        self.extra_routes = extra_routes or {}
+
+    def run(self, logical_id: str, event: dict[str, Any]) -> Any:
+        """Invoke a function in a worker process and wait for its result."""
+        return self.pool.submit(invoke, logical_id, event).result(timeout=60)
+
+    def server_close(self) -> None:
+        """Stop serving and shut the workers down."""
+        super().server_close()
+        self.pool.shutdown(cancel_futures=True)
+
+
+class _RequestHandler(BaseHTTPRequestHandler):
+    server: Gateway
+    protocol_version = "HTTP/1.1"
+
+    def _serve(self) -> None:
+        length = int(self.headers.get("content-length") or 0)
+        body = self.rfile.read(length) if length else b""
+        extra = self.server.extra_routes.get((self.command, urlsplit(self.path).path))
+        if extra is not None:
+            result = extra()
+        else:
+            result = handle(
+                self.command, self.path, list(self.headers.items()), body, self.server.run
+            )
+        payload = result.get("body") or ""
+        data = (
+            base64.b64decode(payload) if result.get("isBase64Encoded") else payload.encode("utf-8")
+        )
+        self.send_response(int(result["statusCode"]))
+        for name, value in (result.get("headers") or {}).items():
+            self.send_header(name, str(value))
+        for cookie in result.get("cookies") or []:
+            self.send_header("Set-Cookie", cookie)
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(data)
+
+    do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = do_HEAD = do_OPTIONS = _serve  # noqa: N815
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+        """One line per request on stderr, like an access log."""
+        super().log_message(format, *args)
