@@ -24,6 +24,7 @@ from urllib.parse import parse_qsl, urlsplit
 from local.functions import Function, functions, load_handler
 
 AUTHORIZER_ID = "AuthorizerFunction"
+ROUTE_ARN_PREFIX = "arn:aws:execute-api:eu-west-1:123456789012:local/$default"
 #: API Gateway refuses bodies past 10 MB before any function runs.
 GATEWAY_MAX_BODY = 10 * 1024 * 1024
 
@@ -156,10 +157,7 @@ def authorizer_event(event: dict[str, Any], route: Route) -> dict[str, Any]:
     return {
         "version": "2.0",
         "type": "REQUEST",
-        "routeArn": (
-            "arn:aws:execute-api:eu-west-1:123456789012:local/$default/"
-            f"{route.method}{route.path}"
-        ),
+        "routeArn": f"{ROUTE_ARN_PREFIX}/{route.method}{route.path}",
         "identitySource": [event["headers"].get("authorization", "")],
         "routeKey": event["routeKey"],
         "rawPath": event["rawPath"],
