@@ -118,7 +118,7 @@ def serve(args: argparse.Namespace) -> int:
         prepare_environment(url)
         revision = _migrate(url)
         gateway = Gateway((args.host, args.port), workers=args.workers, extra_routes=_docs_routes())
-        host, port = gateway.server_address[:2]
+        host, port = str(gateway.server_address[0]), int(gateway.server_address[1])
         print(f"Database: {_redact(url)} (revision {revision})", flush=True)  # noqa: T201
         print(f"API:      http://{host}:{port}   Swagger UI: http://{host}:{port}/docs", flush=True)  # noqa: T201
         signal.signal(signal.SIGTERM, lambda *_: threading.Thread(target=gateway.shutdown).start())

@@ -44,7 +44,7 @@ def build() -> dict[str, Any]:
         merge.add_schema(app.get_openapi_schema(title=TITLE, version=VERSION))
         if function.authorizer:
             protected.update((path, method.lower()) for method, path in function.routes)
-    document = json.loads(merge.get_openapi_json_schema())
+    document: dict[str, Any] = json.loads(merge.get_openapi_json_schema())
     for path, operations in document.get("paths", {}).items():
         for method, operation in operations.items():
             if (path, method) in protected:

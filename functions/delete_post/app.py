@@ -12,7 +12,7 @@ app = make_app()
     "/posts/<post_id>",
     summary="Delete a post",
     tags=["posts"],
-    responses={204: {"description": "Deleted"}, **error_responses(401, 403, 404, 422)},
+    responses=error_responses(401, 403, 404, 422, no_content=True),
 )
 def delete_post(post_id: PostId) -> Response[None]:
     services.delete_post(post_id, actor=current_actor(app))

@@ -12,7 +12,7 @@ app = make_app()
     "/users/<user_id>",
     summary="Delete a user and their posts",
     tags=["users"],
-    responses={204: {"description": "Deleted"}, **error_responses(401, 403, 404, 422)},
+    responses=error_responses(401, 403, 404, 422, no_content=True),
 )
 def delete_user(user_id: UserId) -> Response[None]:
     services.delete_user_cascade(user_id, actor=current_actor(app))

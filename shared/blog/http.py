@@ -16,6 +16,7 @@ from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response
 from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValidationError
 from aws_lambda_powertools.event_handler.openapi.params import Path, Query
+from aws_lambda_powertools.event_handler.openapi.types import OpenAPIResponse
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.metrics import MetricUnit
 
@@ -60,16 +61,22 @@ _ERROR_DESCRIPTIONS: Final = {
 }
 
 
-def error_responses(*statuses: int) -> dict[int, dict[str, Any]]:
-    """OpenAPI descriptions of the error statuses a route documents (plus the ones all share)."""
-    shared = {503} | ({400, 413, 415} if statuses and 422 in statuses else set())
-    return {
+def error_responses(*statuses: int, no_content: bool = False) -> dict[int, OpenAPIResponse]:
+    """OpenAPI descriptions of the error statuses a route documents (plus the ones all share).
+
+    ``no_content`` documents a 204 success, for routes that answer with no body.
+    """
+    shared = {503} | ({400, 413, 415} if 422 in statuses else set())
+    responses: dict[int, OpenAPIResponse] = {
         status: {
             "description": _ERROR_DESCRIPTIONS[status],
             "content": {JSON: {"schema": {"$ref": "#/components/schemas/ErrorOut"}}},
         }
         for status in sorted(set(statuses) | shared)
     }
+    if no_content:
+        responses[204] = {"description": "Done; no content"}
+    return responses
 
 
 def error_response(
