@@ -6,7 +6,20 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final, Generic, TypeVar
 
-from sqlalchemy import ColumnElement, Select, delete, func, or_, select, update
+from sqlalchemy import (
+    ColumnElement,
+    Select,
+    String,
+    bindparam,
+    case,
+    delete,
+    func,
+    or_,
+    select,
+    tuple_,
+    update,
+)
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.orm import Session, selectinload
 
@@ -195,26 +208,52 @@ class UserRepository(Repository[User]):
     def upsert(self, rows: Iterable[Mapping[str, Any]]) -> list[int]:
         """Insert users, or update username and password of those whose email exists.
 
-        One statement. Rows repeating an email collapse to the last one (PostgreSQL refuses to
-        update a row twice in one statement). Returns the affected ids in first-seen email order.
+        One statement whatever the number of rows: the values travel as three array parameters
+        and are unnested on the server. Rows repeating an email collapse to the last one
+        (PostgreSQL refuses to update a row twice in one statement). An update that changes
+        nothing leaves ``updated_at`` alone, so applying the same rows twice is idempotent.
+        Returns the ids of all given emails, in first-seen order.
         """
         by_email: dict[str, dict[str, Any]] = {}
         for row in rows:
             values = _user_values(row)
-            by_email.pop(values["email"], None)  # later rows win, and move to their own position
-            by_email[values["email"]] = values
+            by_email[values["email"]] = values  # later rows win, first position kept
         if not by_email:
             return []
-        insert_stmt = pg_insert(User).values(list(by_email.values()))
+        columns = ("email", "username", "hashed_password")
+        source = (
+            func.unnest(
+                *(
+                    bindparam(f"{name}s", [v[name] for v in by_email.values()], type_=ARRAY(String))
+                    for name in columns
+                )
+            )
+            .table_valued(*columns, with_ordinality="position")
+            .render_derived(name="src")
+        )
+        insert_stmt = pg_insert(User).from_select(
+            list(columns),
+            select(*(source.c[name] for name in columns)).order_by(source.c.position),
+        )
+        changed = tuple_(User.username, User.hashed_password).is_distinct_from(
+            tuple_(insert_stmt.excluded.username, insert_stmt.excluded.hashed_password)
+        )
         stmt = insert_stmt.on_conflict_do_update(
             index_elements=[User.email],
             set_={
                 "username": insert_stmt.excluded.username,
                 "hashed_password": insert_stmt.excluded.hashed_password,
-                "updated_at": func.now(),
+                "updated_at": case((changed, func.now()), else_=User.updated_at),
             },
-        ).returning(User.id)
-        return list(self.session.scalars(stmt).all())
+        ).returning(User.id, User.email)
+        ids = {email: id_ for id_, email in self.session.execute(stmt).all()}
+        return [ids[email] for email in by_email]
+
+    def hashes_by_email(self, emails: Iterable[str]) -> dict[str, str]:
+        """The stored password hashes of those of ``emails`` that exist."""
+        wanted = [normalize_email(e) for e in emails]
+        stmt = select(User.email, User.hashed_password).where(User.email.in_(wanted))
+        return {row.email: row.hashed_password for row in self.session.execute(stmt)}
 
 
 def _user_values(row: Mapping[str, Any]) -> dict[str, Any]:
