@@ -92,6 +92,11 @@ def load_module(function: Function) -> ModuleType:
     return _load_module(function.code_dir, function.handler.rsplit(".", 1)[0])
 
 
+def load_module_from(code_dir: Path, module: str = "app") -> ModuleType:
+    """A function's handler module, by its folder (``functions/<name>``)."""
+    return _load_module(code_dir, module)
+
+
 @cache
 def _load_module(code_dir: Path, module: str) -> ModuleType:
     shared = str(REPO / "shared")

@@ -16,7 +16,8 @@ from pydantic import (
     model_validator,
 )
 
-from blog.models import CONTENT_MAX, EMAIL_MAX, TITLE_MAX, USERNAME_MAX
+from blog.models import CONTENT_MAX, EMAIL_MAX, PASSWORD_HASH_MAX, TITLE_MAX, USERNAME_MAX
+from blog.security import is_password_hash
 
 T = TypeVar("T")
 
@@ -234,3 +235,37 @@ class ErrorOut(BaseModel):
     """Every error response: ``{"error": {"code", "message", "details"?}}``."""
 
     error: ErrorBody
+
+
+#: Users per import message: one message is one statement and one transaction.
+IMPORT_MAX_USERS: Final = 10_000
+
+
+def _our_hash(value: str) -> str:
+    if not is_password_hash(value):
+        raise ValueError("must be an Argon2id hash in PHC format ($argon2id$v=19$m=…,t=…,p=…$…)")
+    return value
+
+
+class ImportedUser(Request):
+    """One user of an import: a password, or a hash already in our own format."""
+
+    email: Email
+    username: Username
+    password: Password | None = None
+    hashed_password: (
+        Annotated[str, StringConstraints(max_length=PASSWORD_HASH_MAX), AfterValidator(_our_hash)]
+        | None
+    ) = None
+
+    @model_validator(mode="after")
+    def _one_secret(self) -> Self:
+        if (self.password is None) == (self.hashed_password is None):
+            raise ValueError("give exactly one of password and hashed_password")
+        return self
+
+
+class ImportMessage(Request):
+    """The body of one message on the import queue."""
+
+    users: Annotated[list[ImportedUser], Field(min_length=1, max_length=IMPORT_MAX_USERS)]

@@ -7,7 +7,7 @@ where the use case loaded them.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -121,6 +121,32 @@ def import_users(rows: Iterable[Mapping[str, Any]]) -> list[int]:
     """Upsert users on email in one statement (``email``, ``username``, ``hashed_password``)."""
     with transaction() as session:
         return UserRepository(session).upsert(rows)
+
+
+def import_user_batch(users: Sequence[Mapping[str, Any]]) -> list[int]:
+    """Import users given with a ``password`` or an already made ``hashed_password``.
+
+    Idempotent: a user whose stored hash already matches the given password keeps it, so the
+    same batch applied twice leaves the database as one application did.
+    """
+    plain = [u for u in users if u.get("password") is not None]
+    existing: dict[str, str] = {}
+    if plain:
+        with transaction() as session:
+            existing = UserRepository(session).hashes_by_email(u["email"] for u in plain)
+    rows = []
+    for user in users:
+        hashed = user.get("hashed_password")
+        if hashed is None:
+            stored = existing.get(normalize_email(user["email"]))
+            password = user["password"]
+            hashed = (
+                stored if stored and verify_password(stored, password) else hash_password(password)
+            )
+        rows.append(
+            {"email": user["email"], "username": user["username"], "hashed_password": hashed}
+        )
+    return import_users(rows)
 
 
 # --- reads and edits used by the HTTP API ------------------------------------------------------
