@@ -1,0 +1,346 @@
+"""template.yaml agrees with the code: one function per folder, its route, its authorizer, its
+secrets; the sample events in events/ are requests to routes that exist."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import re
+import sys
+from functools import cache
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pytest
+import yaml
+from aws_lambda_powertools.event_handler import APIGatewayHttpResolver
+
+REPO = Path(__file__).resolve().parents[2]
+FUNCTIONS = REPO / "functions"
+EVENTS = REPO / "events"
+
+AUTHORIZER_FOLDER = "authorizer"
+AUTHORIZER = "BearerAuthorizer"
+PUBLIC_ROUTES = {"POST /users", "POST /auth/token", "GET /posts", "GET /posts/{post_id}"}
+# The functions that sign or verify tokens themselves; no other function may read the key.
+JWT_READERS = {"IssueTokenFunction", "AuthorizerFunction", "GetPostFunction"}
+POWERTOOLS_PARAM = re.compile(r"<(\w+)>")  # Powertools' /users/<user_id> is /users/{user_id}
+OPENAPI_PARAM = r"{\1}"
+HTTP_METHODS = {"GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"}
+
+
+class CfnLoader(yaml.SafeLoader):
+    """A safe YAML loader that reads CloudFormation's short tags as their long form."""
+
+
+def _construct_tag(loader: CfnLoader, suffix: str, node: yaml.Node) -> dict[str, Any]:
+    value: Any
+    if isinstance(node, yaml.ScalarNode):
+        value = loader.construct_scalar(node)
+        if suffix == "GetAtt":  # !GetAtt Resource.Attribute
+            value = value.split(".", 1)
+    elif isinstance(node, yaml.SequenceNode):
+        value = loader.construct_sequence(node, deep=True)
+    else:
+        value = loader.construct_mapping(node, deep=True)  # type: ignore[arg-type]
+    return {"Ref" if suffix == "Ref" else f"Fn::{suffix}": value}
+
+
+CfnLoader.add_multi_constructor("!", _construct_tag)
+
+
+@cache
+def template() -> dict[str, Any]:
+    loaded: dict[str, Any] = yaml.load((REPO / "template.yaml").read_text(), Loader=CfnLoader)  # noqa: S506
+    return loaded
+
+
+def resources(kind: str) -> dict[str, dict[str, Any]]:
+    return {
+        name: resource
+        for name, resource in template()["Resources"].items()
+        if resource["Type"] == kind
+    }
+
+
+def functions() -> dict[str, dict[str, Any]]:
+    """Properties of every AWS::Serverless::Function by logical id."""
+    return {
+        name: resource.get("Properties", {})
+        for name, resource in resources("AWS::Serverless::Function").items()
+    }
+
+
+def http_events(props: dict[str, Any]) -> list[dict[str, Any]]:
+    return [
+        event.get("Properties", {})
+        for event in (props.get("Events") or {}).values()
+        if event.get("Type") == "HttpApi"
+    ]
+
+
+def template_routes() -> dict[str, tuple[str, dict[str, Any]]]:
+    """``METHOD /path`` -> (function logical id, HttpApi event properties)."""
+    routes: dict[str, tuple[str, dict[str, Any]]] = {}
+    for name, props in functions().items():
+        for event in http_events(props):
+            key = f"{str(event['Method']).upper()} {event['Path']}"
+            assert key not in routes, f"{key} is routed to {routes[key][0]} and {name}"
+            routes[key] = (name, event)
+    return routes
+
+
+def folders() -> list[str]:
+    return sorted(p.parent.name for p in FUNCTIONS.glob("*/app.py"))
+
+
+def logical_id(folder: str) -> str:
+    return "".join(part.capitalize() for part in folder.split("_")) + "Function"
+
+
+def in_template(folder: str) -> bool:
+    return any(
+        str(props.get("CodeUri", "")).rstrip("/") == f"functions/{folder}"
+        for props in functions().values()
+    )
+
+
+def function_for(folder: str) -> tuple[str, dict[str, Any]]:
+    """The one template function whose code is functions/<folder>/."""
+    found = [
+        (name, props)
+        for name, props in functions().items()
+        if str(props.get("CodeUri", "")).rstrip("/") == f"functions/{folder}"
+    ]
+    assert len(found) == 1, f"functions/{folder}/ is the code of {len(found)} functions"
+    return found[0]
+
+
+@cache
+def load_app(folder: str) -> ModuleType:
+    """functions/<folder>/app.py, imported from its file as Lambda would (layer on the path)."""
+    shared = str(REPO / "shared")
+    if shared not in sys.path:
+        sys.path.insert(0, shared)
+    name = f"_template_test_{folder}_app"
+    spec = importlib.util.spec_from_file_location(name, FUNCTIONS / folder / "app.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def serves_http(folder: str) -> bool:
+    """Whether functions/<folder>/app.py is an HTTP API handler (it has a resolver ``app``)."""
+    return isinstance(getattr(load_app(folder), "app", None), APIGatewayHttpResolver)
+
+
+def declared_routes(folder: str) -> set[str]:
+    """``METHOD /path/{param}`` of every route the function's resolver declares."""
+    schema = load_app(folder).app.get_openapi_schema()
+    return {
+        f"{method.upper()} {POWERTOOLS_PARAM.sub(OPENAPI_PARAM, path)}"
+        for path, item in schema.paths.items()
+        for method in item.model_dump(exclude_none=True)
+        if method.upper() in HTTP_METHODS
+    }
+
+
+def secret_refs(props: dict[str, Any]) -> set[str]:
+    """Parameters named by the function's AWSSecretsManagerGetSecretValuePolicy statements."""
+    refs = set()
+    for policy in props.get("Policies") or []:
+        if isinstance(policy, dict) and "AWSSecretsManagerGetSecretValuePolicy" in policy:
+            refs.add(policy["AWSSecretsManagerGetSecretValuePolicy"]["SecretArn"]["Ref"])
+    return refs
+
+
+def route_events() -> list[Path]:
+    return sorted(p for p in EVENTS.glob("*.json") if p.stem != AUTHORIZER_FOLDER)
+
+
+# ------------------------------------------------------------------------------- functions
+
+
+def test_template_is_a_sam_template() -> None:
+    assert template()["Transform"] == "AWS::Serverless-2016-10-31"
+    assert set(template()["Outputs"]) >= {"ApiUrl", "SharedLayerArn"}
+
+
+@pytest.mark.parametrize("folder", folders())
+def test_each_folder_is_one_function_named_after_it(folder: str) -> None:
+    if not in_template(folder) and not serves_http(folder) and folder != AUTHORIZER_FOLDER:
+        pytest.skip(f"functions/{folder}/ serves no HTTP route and is not in template.yaml yet")
+    name, props = function_for(folder)
+    assert name == logical_id(folder)
+    assert props["Handler"] == "app.lambda_handler"
+    assert callable(load_app(folder).lambda_handler)
+
+
+def test_every_function_has_its_folder() -> None:
+    for name, props in functions().items():
+        code = str(props.get("CodeUri", "")).rstrip("/")
+        assert (REPO / code / "app.py").is_file(), f"{name}: no {code}/app.py"
+
+
+@pytest.mark.parametrize("folder", folders())
+def test_function_route_is_the_one_its_app_declares(folder: str) -> None:
+    if not serves_http(folder):
+        # The authorizer, queue consumers...: no route of their own.
+        if in_template(folder):
+            assert not http_events(function_for(folder)[1])
+        return
+    declared = declared_routes(folder)
+    assert len(declared) == 1, f"functions/{folder}/app.py declares {sorted(declared)}"
+    name, props = function_for(folder)
+    events = http_events(props)
+    assert len(events) == 1, f"{name} has {len(events)} HttpApi events"
+    event = events[0]
+    assert {f"{str(event['Method']).upper()} {event['Path']}"} == declared
+    assert event["ApiId"] == {"Ref": "HttpApi"}
+    assert event.get("PayloadFormatVersion", "2.0") == "2.0"
+
+
+def test_authorizer_has_no_route() -> None:
+    _, props = function_for(AUTHORIZER_FOLDER)
+    assert not props.get("Events")
+
+
+# ------------------------------------------------------------------------------- auth
+
+
+def test_public_routes_are_exactly_the_four() -> None:
+    public = {
+        key
+        for key, (_, event) in template_routes().items()
+        if event["Auth"]["Authorizer"] == "NONE"
+    }
+    assert public == PUBLIC_ROUTES
+
+
+def test_every_other_route_uses_the_bearer_authorizer() -> None:
+    for key, (name, event) in template_routes().items():
+        if key not in PUBLIC_ROUTES:
+            assert event.get("Auth", {}).get("Authorizer") == AUTHORIZER, f"{name}: {key}"
+
+
+def test_bearer_authorizer_is_the_authorizer_function() -> None:
+    auth = resources("AWS::Serverless::HttpApi")["HttpApi"]["Properties"]["Auth"]
+    authorizer = auth["Authorizers"][AUTHORIZER]
+    assert authorizer["FunctionArn"] == {"Fn::GetAtt": ["AuthorizerFunction", "Arn"]}
+    assert str(authorizer["AuthorizerPayloadFormatVersion"]) == "2.0"
+    assert authorizer["EnableSimpleResponses"] is True
+    assert authorizer["EnableFunctionDefaultPermissions"] is True
+    assert authorizer["Identity"]["Headers"] == ["Authorization"]
+    assert authorizer["Identity"]["ReauthorizeEvery"] == {"Ref": "AuthorizerCacheTtl"}
+    # Secure by default: a route that names no authorizer is still protected.
+    assert auth.get("DefaultAuthorizer") == AUTHORIZER
+
+
+def test_secrets_are_least_privilege() -> None:
+    for name, props in functions().items():
+        refs = secret_refs(props)
+        assert "DbSecretArn" in refs, name
+        assert ("JwtSecretArn" in refs) == (name in JWT_READERS), name
+        assert refs <= {"DbSecretArn", "JwtSecretArn"}, name
+
+
+# ------------------------------------------------------------------------------- runtime
+
+
+def test_functions_run_python313_on_arm64_with_the_shared_layer() -> None:
+    globals_ = template()["Globals"]["Function"]
+    assert globals_["Runtime"] == "python3.13"
+    assert globals_["Architectures"] == ["arm64"]
+    assert globals_["Layers"] == [{"Ref": "SharedLayer"}]
+    assert globals_["Tracing"] == "Active"
+    assert set(globals_["VpcConfig"]) == {"SubnetIds", "SecurityGroupIds"}
+    overridden = {"Runtime", "Architectures", "Layers", "VpcConfig"}
+    for name, props in functions().items():
+        assert not overridden & set(props), f"{name} overrides {overridden & set(props)}"
+
+
+def test_environment_configures_the_layer() -> None:
+    variables = template()["Globals"]["Function"]["Environment"]["Variables"]
+    assert variables["DB_SECRET_ARN"] == {"Ref": "DbSecretArn"}
+    assert variables["JWT_SECRET_ARN"] == {"Ref": "JwtSecretArn"}
+    assert variables["DB_SSLMODE"] == {"Ref": "DbSslMode"}
+    no_value = {"Ref": "AWS::NoValue"}
+    assert variables["DB_HOST"]["Fn::If"][2] == no_value  # only when a proxy endpoint is given
+    assert variables["DB_NAME"]["Fn::If"][2] == no_value
+    assert {"POWERTOOLS_SERVICE_NAME", "POWERTOOLS_METRICS_NAMESPACE"} <= set(variables)
+    assert not {"DATABASE_URL", "JWT_SIGNING_KEY"} & set(variables)  # local-only settings
+
+
+def test_shared_layer_is_built_for_python313_arm64() -> None:
+    layer = resources("AWS::Serverless::LayerVersion")["SharedLayer"]
+    props = layer["Properties"]
+    assert props["ContentUri"].rstrip("/") == "shared"
+    assert props["CompatibleRuntimes"] == ["python3.13"]
+    assert props["CompatibleArchitectures"] == ["arm64"]
+    assert layer["Metadata"] == {"BuildMethod": "python3.13", "BuildArchitecture": "arm64"}
+    assert (REPO / "shared" / "requirements.txt").is_file()
+
+
+def test_every_function_logs_to_a_group_with_retention() -> None:
+    groups = {
+        str(props["LogGroupName"].get("Fn::Sub")): props
+        for props in (r["Properties"] for r in resources("AWS::Logs::LogGroup").values())
+        if isinstance(props.get("LogGroupName"), dict)
+    }
+    for name in functions():
+        props = groups.get(f"/aws/lambda/${{{name}}}")
+        assert props is not None, f"{name} has no /aws/lambda/${{{name}}} log group"
+        assert props["RetentionInDays"] == {"Ref": "LogRetentionDays"}
+
+
+# ------------------------------------------------------------------------------- events
+
+
+@pytest.mark.parametrize("path", route_events(), ids=lambda p: p.name)
+def test_event_is_a_request_to_its_functions_route(path: Path) -> None:
+    event = json.loads(path.read_text())
+    routes = template_routes()
+    assert event["version"] == "2.0"
+    assert event["routeKey"] in routes, f"{path.name}: no route {event['routeKey']}"
+    name, _ = routes[event["routeKey"]]
+    assert name == logical_id(path.stem), f"{path.name} is a request for {name}"
+    _assert_matches_route(event)
+    assert event["requestContext"]["routeKey"] == event["routeKey"]
+    assert event["requestContext"]["http"]["path"] == event["rawPath"]
+    lambda_context = event["requestContext"].get("authorizer", {}).get("lambda")
+    if event["routeKey"] in PUBLIC_ROUTES:
+        assert lambda_context is None, "a public route has no authorizer context"
+    else:
+        assert isinstance(lambda_context["user_id"], int)
+        assert isinstance(lambda_context["is_admin"], bool)
+    if event.get("body") is not None:
+        assert event["headers"]["content-type"] == "application/json"
+        assert event["isBase64Encoded"] is False
+        json.loads(event["body"])
+
+
+def test_every_route_has_an_event() -> None:
+    covered = {json.loads(p.read_text())["routeKey"] for p in route_events()}
+    assert covered == set(template_routes())
+
+
+def test_authorizer_event_is_a_request_authorizer_call_for_a_protected_route() -> None:
+    event = json.loads((EVENTS / f"{AUTHORIZER_FOLDER}.json").read_text())
+    assert (event["version"], event["type"]) == ("2.0", "REQUEST")
+    assert event["routeKey"] in set(template_routes()) - PUBLIC_ROUTES
+    assert event["identitySource"] == [event["headers"]["authorization"]]
+    method = event["routeKey"].split(" ", 1)[0]
+    assert event["routeArn"].endswith(f"/$default/{method}{event['rawPath']}")
+    _assert_matches_route(event)
+
+
+def _assert_matches_route(event: dict[str, Any]) -> None:
+    """rawPath fits the route template and pathParameters are its placeholders' values."""
+    route = event["routeKey"].split(" ", 1)[1]
+    pattern = re.sub(r"\\\{(\w+)\\\}", r"(?P<\1>[^/]+)", re.escape(route))
+    found = re.fullmatch(pattern, event["rawPath"])
+    assert found, f"{event['rawPath']} does not match {route}"
+    assert (event.get("pathParameters") or {}) == found.groupdict()
