@@ -112,7 +112,7 @@ def test_create_then_update_then_delete(
     created = catcher.bodies[-1]
     assert created["Status"] == "SUCCESS"
     assert created["Data"] == {"Revision": HEAD}
-    assert {k for k in created} >= {
+    assert set(created) >= {
         "Status",
         "Reason",
         "PhysicalResourceId",
