@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import tempfile
 import uuid
 from collections.abc import Iterator
@@ -81,12 +82,14 @@ def pg_admin_url() -> Iterator[str]:
     prefix = "blog-api-pytest-" + hashlib.sha256(str(REPO).encode()).hexdigest()[:8] + "-"
     parent = Path(tempfile.gettempdir())
     cleanup_stale(parent, prefix)
-    server = EmbeddedPostgres(Path(tempfile.mkdtemp(prefix=prefix, dir=parent)) / "data")
-    server.start()
+    home = Path(tempfile.mkdtemp(prefix=prefix, dir=parent))
+    server = EmbeddedPostgres(home / "data")
     try:
+        server.start()
         yield server.url("postgres")
     finally:
         server.stop()
+        shutil.rmtree(home, ignore_errors=True)
 
 
 def create_database(admin_url: str, name: str) -> str:

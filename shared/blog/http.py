@@ -30,8 +30,8 @@ from blog.errors import AuthenticationError, DomainError
 from blog.schemas import ID_MAX
 from blog.services import Actor
 
-logger = Logger(service="blog-api")
-metrics = Metrics(namespace="BlogApi", service="blog-api")
+logger = Logger()  # service name: POWERTOOLS_SERVICE_NAME
+metrics = Metrics()  # namespace: POWERTOOLS_METRICS_NAMESPACE
 
 JSON: Final = "application/json"
 #: Request bodies past this are refused before any parsing (posts are at most ~100k characters).

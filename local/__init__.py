@@ -1,0 +1,1 @@
+"""Local tooling: never deployed (the gateway emulation, the embedded PostgreSQL, OpenAPI)."""
