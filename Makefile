@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed-$(shell cat requirements.lock 2>/dev/null | cksum | 
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help venv test lint format local lock check-lock clean
+.PHONY: help venv test lint format local lock generate clean
 
 help: ## List the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk -F':.*?## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -43,6 +43,10 @@ lock: $(STAMP) ## Re-resolve requirements.lock and the generated layer/migration
 	$(BIN)/uv pip compile pyproject.toml --extra dev --universal --python-version 3.11 --generate-hashes -o requirements.lock -q
 	$(BIN)/uv pip compile pyproject.toml --universal --python-version 3.11 -c requirements.lock -o shared/requirements.txt -q
 	$(BIN)/uv pip compile pyproject.toml --extra migrations --universal --python-version 3.11 -c requirements.lock -o migrations/requirements.txt -q
+
+generate: $(STAMP) ## Regenerate openapi.json and the migrations digest in template.yaml
+	$(BIN)/python -m local.openapi
+	$(BIN)/python -m local.migrations_digest
 
 clean: ## Remove the virtual environment and caches
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .aws-sam

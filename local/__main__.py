@@ -45,7 +45,8 @@ def _start_database() -> tuple[str, Any]:
     from local.embedded_pg import EmbeddedPostgres
 
     STATE.mkdir(exist_ok=True)
-    server = EmbeddedPostgres(STATE / "pgdata", persistent=True)
+    port = int(os.environ.get("LOCAL_DB_PORT", "54329"))
+    server = EmbeddedPostgres(STATE / "pgdata", persistent=True, port=port)
     server.start()
     return server.url("postgres"), server
 

@@ -191,7 +191,7 @@ class EmbeddedPostgres:
         options = [
             f"-h {self.host}",
             f"-p {self.port}",
-            f"-k {self.data_dir}",
+            "-k ''",  # TCP only: a socket path under a deep folder can exceed the 107-byte limit
             "-c max_connections=200",
             *self._configure_ssl(),
         ]

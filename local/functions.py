@@ -99,9 +99,6 @@ def load_module_from(code_dir: Path, module: str = "app") -> ModuleType:
 
 @cache
 def _load_module(code_dir: Path, module: str) -> ModuleType:
-    shared = str(REPO / "shared")
-    if shared not in sys.path:
-        sys.path.insert(0, shared)
     name = "lambda_" + re.sub(r"\W", "_", code_dir.relative_to(REPO).as_posix()) + "_" + module
     spec = importlib.util.spec_from_file_location(name, code_dir / f"{module}.py")
     if spec is None or spec.loader is None:
