@@ -128,6 +128,7 @@ class CloudFormationReply:
         self.event = event
         self._lock = threading.Lock()
         self.sent = False
+        self.delivered = False
 
     def send(self, status: str, reason: str = "", data: dict[str, Any] | None = None) -> bool:
         """PUT the response; False if one was already sent."""
@@ -153,15 +154,19 @@ class CloudFormationReply:
             method="PUT",
             headers={"Content-Type": "", "Content-Length": str(len(body))},
         )
-        for attempt in range(3):
+        for attempt in range(1, 4):
             try:
                 with urllib.request.urlopen(request, timeout=RESPONSE_TIMEOUT_S) as reply:  # noqa: S310
                     logger.info(
                         "answered CloudFormation", extra={"status": status, "http": reply.status}
                     )
+                    self.delivered = True
                     return True
-            except OSError:
-                logger.exception("could not answer CloudFormation", extra={"attempt": attempt + 1})
+            except OSError as error:
+                logger.warning(
+                    "could not answer CloudFormation",
+                    extra={"attempt": attempt, "status": status, "error": repr(error)},
+                )
         return True
 
 
@@ -190,7 +195,7 @@ def custom_resource(event: dict[str, Any], context: LambdaContext) -> dict[str, 
         reply.send("FAILED", f"{type(error).__name__}: {_short(error)}")
     finally:
         guard.cancel()
-    return {"sent": reply.sent}
+    return {"sent": reply.sent, "delivered": reply.delivered}
 
 
 def _short(error: BaseException) -> str:

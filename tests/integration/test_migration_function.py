@@ -108,7 +108,8 @@ def test_create_then_update_then_delete(
     fn: Any, catcher: ResponseCatcher, empty_database_url: str
 ) -> None:
     # Create migrates to head and answers with the exact body CloudFormation expects
-    fn.lambda_handler(cfn_event("Create", catcher.url), LambdaContext("Migrations"))
+    result = fn.lambda_handler(cfn_event("Create", catcher.url), LambdaContext("Migrations"))
+    assert result == {"sent": True, "delivered": True}
     created = catcher.bodies[-1]
     assert created["Status"] == "SUCCESS"
     assert created["Data"] == {"Revision": HEAD}
