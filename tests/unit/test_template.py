@@ -158,7 +158,12 @@ def secret_refs(props: dict[str, Any]) -> set[str]:
 
 
 def route_events() -> list[Path]:
-    return sorted(p for p in EVENTS.glob("*.json") if p.stem != AUTHORIZER_FOLDER)
+    """The HTTP API events (payload 2.0 with a route); not the SQS or CloudFormation ones."""
+    return sorted(
+        p
+        for p in EVENTS.glob("*.json")
+        if p.stem != AUTHORIZER_FOLDER and "routeKey" in json.loads(p.read_text())
+    )
 
 
 # ------------------------------------------------------------------------------- functions
@@ -386,3 +391,22 @@ def test_every_other_function_waits_for_the_migrations() -> None:
     for name, resource in template()["Resources"].items():
         if resource["Type"] == "AWS::Serverless::Function" and name != "MigrationsFunction":
             assert resource.get("DependsOn") == "DatabaseMigrations", name
+
+
+def test_every_other_event_belongs_to_the_import_or_migration_function() -> None:
+    others = {p.stem for p in EVENTS.glob("*.json")} - {p.stem for p in route_events()}
+    others.discard(AUTHORIZER_FOLDER)
+    assert others == {
+        "import_users",
+        "migrations_create",
+        "migrations_update",
+        "migrations_delete",
+        "migrations_current",
+        "migrations_history",
+    }
+    sqs = json.loads((EVENTS / "import_users.json").read_text())
+    assert {r["eventSource"] for r in sqs["Records"]} == {"aws:sqs"}
+    for kind in ("create", "update", "delete"):
+        event = json.loads((EVENTS / f"migrations_{kind}.json").read_text())
+        assert event["RequestType"] == kind.capitalize()
+        assert event["ResourceType"] == "Custom::DatabaseMigrations"
