@@ -42,11 +42,11 @@ def _start_database() -> tuple[str, Any]:
     url = os.environ.get("DATABASE_URL")
     if url:
         return url, None
-    from local.embedded_pg import EmbeddedPostgres
+    from local.embedded_pg import EmbeddedPostgres, reachable_data_dir
 
     STATE.mkdir(exist_ok=True)
     port = int(os.environ.get("LOCAL_DB_PORT", "54329"))
-    server = EmbeddedPostgres(STATE / "pgdata", persistent=True, port=port)
+    server = EmbeddedPostgres(reachable_data_dir(STATE / "pgdata"), persistent=True, port=port)
     server.start()
     return server.url("postgres"), server
 

@@ -83,6 +83,7 @@ def pg_admin_url() -> Iterator[str]:
     parent = Path(tempfile.gettempdir())
     cleanup_stale(parent, prefix)
     home = Path(tempfile.mkdtemp(prefix=prefix, dir=parent))
+    home.chmod(0o711)  # as root, the server runs as another user and must reach its data dir
     server = EmbeddedPostgres(home / "data")
     try:
         server.start()
