@@ -19,6 +19,7 @@ import secrets
 import signal
 import sys
 import threading
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -81,6 +82,8 @@ def prepare_environment(url: str) -> None:
     os.environ.setdefault("POWERTOOLS_LOG_LEVEL", "WARNING")
     os.environ.setdefault("POWERTOOLS_TRACE_DISABLED", "true")
     os.environ.setdefault("AWS_DEFAULT_REGION", "eu-west-1")
+    # Most requests publish no custom metric; Powertools would warn about each one.
+    warnings.filterwarnings("ignore", "No application metrics to publish", UserWarning)
 
 
 def _docs_routes() -> dict[tuple[str, str], Any]:
@@ -122,7 +125,9 @@ def serve(args: argparse.Namespace) -> int:
         host, port = str(gateway.server_address[0]), int(gateway.server_address[1])
         print(f"Database: {_redact(url)} (revision {revision})", flush=True)  # noqa: T201
         print(f"API:      http://{host}:{port}   Swagger UI: http://{host}:{port}/docs", flush=True)  # noqa: T201
-        signal.signal(signal.SIGTERM, lambda *_: threading.Thread(target=gateway.shutdown).start())
+        stop = lambda *_: threading.Thread(target=gateway.shutdown).start()  # noqa: E731
+        signal.signal(signal.SIGTERM, stop)
+        signal.signal(signal.SIGINT, stop)  # also when started in the background
         try:
             gateway.serve_forever()
         except KeyboardInterrupt:
