@@ -109,9 +109,16 @@ class Response(BaseModel):
     model_config = ConfigDict(from_attributes=True)
 
 
-def _require_some(model: BaseModel) -> None:
-    if not model.model_fields_set:
-        raise ValueError("give at least one field to change")
+class PartialUpdate(Request):
+    """A PATCH body: only the given fields change; at least one, and none set to null."""
+
+    @model_validator(mode="after")
+    def _some_field(self) -> Self:
+        if not self.model_fields_set:
+            raise ValueError("give at least one field to change")
+        if any(getattr(self, name) is None for name in self.model_fields_set):
+            raise ValueError("fields cannot be set to null")
+        return self
 
 
 class UserCreate(Request):
@@ -125,19 +132,12 @@ class UserCreate(Request):
     )
 
 
-class UserUpdate(Request):
+class UserUpdate(PartialUpdate):
     """A change to one's own account; only the given fields change."""
 
     email: Email | None = None
     username: Username | None = None
     password: Password | None = None
-
-    @model_validator(mode="after")
-    def _some_field(self) -> Self:
-        _require_some(self)
-        if any(getattr(self, name) is None for name in self.model_fields_set):
-            raise ValueError("fields cannot be set to null")
-        return self
 
 
 class UserOut(Response):
@@ -176,18 +176,11 @@ class PostCreate(Request):
     content: Content
 
 
-class PostUpdate(Request):
+class PostUpdate(PartialUpdate):
     """An edit of a post; only the given fields change."""
 
     title: Title | None = None
     content: Content | None = None
-
-    @model_validator(mode="after")
-    def _some_field(self) -> Self:
-        _require_some(self)
-        if any(getattr(self, name) is None for name in self.model_fields_set):
-            raise ValueError("fields cannot be set to null")
-        return self
 
 
 class PostOut(Response):

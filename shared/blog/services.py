@@ -109,8 +109,7 @@ def publish_post(post_id: int, *, actor: Actor) -> Post:
     """Publish a post (its author or an admin); ``NotFoundError`` when there is no such post."""
     with transaction() as session:
         posts = PostRepository(session)
-        post = _visible_post(posts, post_id, actor, lock=True)
-        _require(actor, post.author_id)
+        _owned_post(posts, post_id, actor)
         published = posts.publish(post_id)
         assert published is not None  # locked above, so it still exists
         return published
@@ -291,6 +290,13 @@ def _visible_post(posts: PostRepository, post_id: int, actor: Actor | None, *, l
     return post
 
 
+def _owned_post(posts: PostRepository, post_id: int, actor: Actor) -> Post:
+    """The post, locked for a change that only its author or an admin may make."""
+    post = _visible_post(posts, post_id, actor, lock=True)
+    _require(actor, post.author_id)
+    return post
+
+
 def get_post(post_id: int, *, actor: Actor | None) -> Post:
     """A published post for anyone; a draft only for its author or an admin."""
     with transaction() as session:
@@ -305,8 +311,7 @@ def update_post(
     changes = {k: v for k, v in {"title": title, "content": content}.items() if v is not None}
     with transaction() as session:
         posts = PostRepository(session)
-        post = _visible_post(posts, post_id, actor, lock=True)
-        _require(actor, post.author_id)
+        post = _owned_post(posts, post_id, actor)
         updated = posts.update(post_id, **changes) if changes else post
         assert updated is not None  # locked above
         return updated
@@ -317,6 +322,5 @@ def delete_post(post_id: int, *, actor: Actor) -> None:
     """Delete a post (its author or an admin)."""
     with transaction() as session:
         posts = PostRepository(session)
-        post = _visible_post(posts, post_id, actor, lock=True)
-        _require(actor, post.author_id)
+        _owned_post(posts, post_id, actor)
         posts.delete(post_id)
