@@ -19,7 +19,6 @@ import secrets
 import signal
 import sys
 import threading
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -82,8 +81,9 @@ def prepare_environment(url: str) -> None:
     os.environ.setdefault("POWERTOOLS_LOG_LEVEL", "WARNING")
     os.environ.setdefault("POWERTOOLS_TRACE_DISABLED", "true")
     os.environ.setdefault("AWS_DEFAULT_REGION", "eu-west-1")
-    # Most requests publish no custom metric; Powertools would warn about each one.
-    warnings.filterwarnings("ignore", "No application metrics to publish", UserWarning)
+    # Most requests publish no custom metric; Powertools would warn about each one. (In the
+    # environment, so that the worker processes inherit it.)
+    os.environ.setdefault("PYTHONWARNINGS", "ignore:No application metrics to publish")
 
 
 def _docs_routes() -> dict[tuple[str, str], Any]:
@@ -191,9 +191,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m local", description=__doc__.split("\n")[0])
     commands = parser.add_subparsers(dest="command")
     serve_cmd = commands.add_parser("serve", help="run the HTTP API (default)")
-    serve_cmd.add_argument("--host", default="127.0.0.1")
+    serve_cmd.add_argument("--host", default=os.environ.get("HOST", "127.0.0.1"))
     serve_cmd.add_argument("--port", type=int, default=int(os.environ.get("PORT", "3000")))
-    serve_cmd.add_argument("--workers", type=int, default=4, help="Lambda environments at once")
+    serve_cmd.add_argument(
+        "--workers", type=int, default=2, help="execution environments per function (default 2)"
+    )
     invoke_cmd = commands.add_parser("invoke", help="run one function on one event")
     invoke_cmd.add_argument("function", help="logical id in template.yaml, e.g. GetPostFunction")
     invoke_cmd.add_argument("--event", "-e", required=True, help="event JSON file, or - for stdin")

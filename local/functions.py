@@ -52,12 +52,13 @@ class Function:
     handler: str
     routes: tuple[tuple[str, str], ...] = field(default=())  # (METHOD, /path/{param})
     authorizer: str | None = None
-    environment: tuple[tuple[str, str], ...] = field(default=())
+    timeout: float = 3.0
 
 
 def functions() -> dict[str, Function]:
     """Every function of the template by logical id, with its HTTP API routes."""
     found: dict[str, Function] = {}
+    default_timeout = template().get("Globals", {}).get("Function", {}).get("Timeout", 3)
     for logical_id, resource in template().get("Resources", {}).items():
         if resource.get("Type") != "AWS::Serverless::Function":
             continue
@@ -77,6 +78,7 @@ def functions() -> dict[str, Function]:
             handler=str(props.get("Handler", "app.lambda_handler")),
             routes=tuple(routes),
             authorizer=authorizer,
+            timeout=float(props.get("Timeout", default_timeout)),
         )
     return found
 

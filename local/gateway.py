@@ -10,11 +10,15 @@ from __future__ import annotations
 
 import base64
 import json
+import multiprocessing
 import re
 import secrets
+import sys
+import threading
 import time
 import uuid
 from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -208,23 +212,53 @@ def handle(
 
 
 class Gateway(ThreadingHTTPServer):
-    """The HTTP server; invocations go to a pool of worker processes."""
+    """The HTTP server. Each function gets its own pool of worker processes, started fresh (like
+    Lambda execution environments: cold on first use, then warm), with only its own folder and
+    the layer on ``sys.path``; one invocation at a time per process."""
 
     daemon_threads = True
 
     def __init__(self, address: tuple[str, int], workers: int, extra_routes: Any = None) -> None:
         super().__init__(address, _RequestHandler)
-        self.pool = ProcessPoolExecutor(max_workers=workers)
+        self.workers = workers
         self.extra_routes = extra_routes or {}
+        self._pools: dict[str, ProcessPoolExecutor] = {}
+        self._pools_lock = threading.Lock()
+
+    def _pool(self, function: Function) -> ProcessPoolExecutor:
+        with self._pools_lock:
+            if function.logical_id not in self._pools:
+                self._pools[function.logical_id] = ProcessPoolExecutor(
+                    max_workers=self.workers,
+                    mp_context=multiprocessing.get_context("spawn"),
+                    initializer=_start_environment,
+                    initargs=(str(function.code_dir),),
+                )
+            return self._pools[function.logical_id]
 
     def run(self, logical_id: str, event: dict[str, Any]) -> Any:
-        """Invoke a function in a worker process and wait for its result."""
-        return self.pool.submit(invoke, logical_id, event).result(timeout=60)
+        """Invoke a function in one of its worker processes, as the Lambda service would."""
+        function = functions()[logical_id]
+        future = self._pool(function).submit(invoke, logical_id, event, function.timeout)
+        try:
+            return future.result(timeout=function.timeout + 5)
+        except FutureTimeout:
+            return _gateway_error(503, "Service Unavailable")  # API Gateway's integration timeout
+        except Exception:  # noqa: BLE001 - an unhandled error in the function, as Lambda reports it
+            return _gateway_error(500, "Internal Server Error")
 
     def server_close(self) -> None:
         """Stop serving and shut the workers down."""
         super().server_close()
-        self.pool.shutdown(cancel_futures=True)
+        with self._pools_lock:
+            for pool in self._pools.values():
+                pool.shutdown(cancel_futures=True)
+            self._pools.clear()
+
+
+def _start_environment(code_dir: str) -> None:
+    # Lambda puts the function's own folder first on the path (/var/task), then the layer.
+    sys.path.insert(0, code_dir)
 
 
 class _RequestHandler(BaseHTTPRequestHandler):
@@ -232,6 +266,7 @@ class _RequestHandler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
 
     def _serve(self) -> None:
+        started = time.monotonic()
         length = int(self.headers.get("content-length") or 0)
         body = self.rfile.read(length) if length else b""
         extra = self.server.extra_routes.get((self.command, urlsplit(self.path).path))
@@ -245,7 +280,8 @@ class _RequestHandler(BaseHTTPRequestHandler):
         data = (
             base64.b64decode(payload) if result.get("isBase64Encoded") else payload.encode("utf-8")
         )
-        self.send_response(int(result["statusCode"]))
+        status = int(result["statusCode"])
+        self.send_response_only(status)
         for name, value in (result.get("headers") or {}).items():
             self.send_header(name, str(value))
         for cookie in result.get("cookies") or []:
@@ -254,9 +290,14 @@ class _RequestHandler(BaseHTTPRequestHandler):
         self.end_headers()
         if self.command != "HEAD":
             self.wfile.write(data)
+        elapsed_ms = (time.monotonic() - started) * 1000
+        print(  # noqa: T201 - the access log
+            f"{self.command} {urlsplit(self.path).path} {status} {elapsed_ms:.1f}ms",
+            file=sys.stderr,
+            flush=True,
+        )
 
     do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = do_HEAD = do_OPTIONS = _serve  # noqa: N815
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
-        """One line per request on stderr, like an access log."""
-        super().log_message(format, *args)
+        """Silenced: :meth:`_serve` writes one line per request with its duration."""
