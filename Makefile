@@ -7,6 +7,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat requirements.lock 2>/dev/null | cksum | cut -d' ' -f1)
 PYTEST_ARGS ?=
+RUNTIME_PROVIDED := --no-emit-package botocore --no-emit-package urllib3
 
 .DEFAULT_GOAL := help
 .PHONY: help venv test lint format local lock generate clean
@@ -41,8 +42,9 @@ local: $(STAMP) ## Run the API locally on 127.0.0.1 (embedded PostgreSQL unless 
 lock: $(STAMP) ## Re-resolve requirements.lock and the generated layer/migration requirements
 	$(BIN)/python -m pip install --quiet uv
 	$(BIN)/uv pip compile pyproject.toml --extra dev --universal --python-version 3.11 --generate-hashes -o requirements.lock -q
-	$(BIN)/uv pip compile pyproject.toml --universal --python-version 3.11 -c requirements.lock -o shared/requirements.txt -q
-	$(BIN)/uv pip compile pyproject.toml --extra migrations --universal --python-version 3.11 -c requirements.lock -o migrations/requirements.txt -q
+	# The Lambda runtime ships boto3/botocore; the layer must not carry another ~80 MB copy.
+	$(BIN)/uv pip compile pyproject.toml --universal --python-version 3.11 -c requirements.lock -o shared/requirements.txt -q $(RUNTIME_PROVIDED)
+	$(BIN)/uv pip compile pyproject.toml --extra migrations --universal --python-version 3.11 -c requirements.lock -o migrations/requirements.txt -q $(RUNTIME_PROVIDED)
 
 generate: $(STAMP) ## Regenerate openapi.json and the migrations digest in template.yaml
 	$(BIN)/python -m local.openapi

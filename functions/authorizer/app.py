@@ -12,11 +12,12 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from blog import services
 from blog.auth import bearer_token, verify_token
 from blog.errors import AuthenticationError
-from blog.http import logger
+from blog.http import logger, tracer
 
 DENY: dict[str, Any] = {"isAuthorized": False}
 
 
+@tracer.capture_lambda_handler(capture_response=False)
 @logger.inject_lambda_context
 def lambda_handler(event: dict[str, Any], _context: LambdaContext) -> dict[str, Any]:
     token = bearer_token(event.get("headers"))

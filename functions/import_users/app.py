@@ -20,7 +20,7 @@ from pydantic import ValidationError
 
 from blog import services
 from blog.errors import DomainError
-from blog.http import logger, metrics
+from blog.http import logger, metrics, tracer
 from blog.schemas import ImportMessage
 
 # Report every failed message, even when all fail, rather than failing the whole invocation.
@@ -59,6 +59,7 @@ def _failed(record: SQSRecord, code: str, reason: str) -> None:
 
 
 @metrics.log_metrics
+@tracer.capture_lambda_handler(capture_response=False)
 @logger.inject_lambda_context
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> PartialItemFailureResponse:
     return process_partial_response(

@@ -12,7 +12,7 @@ import json
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Annotated, Any, Final
 
-from aws_lambda_powertools import Logger, Metrics
+from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response
 from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValidationError
 from aws_lambda_powertools.event_handler.openapi.params import Path, Query
@@ -32,6 +32,7 @@ from blog.services import Actor
 
 logger = Logger()  # service name: POWERTOOLS_SERVICE_NAME
 metrics = Metrics()  # namespace: POWERTOOLS_METRICS_NAMESPACE
+tracer = Tracer()  # X-Ray on Lambda (Tracing: Active); a no-op elsewhere
 
 JSON: Final = "application/json"
 #: Request bodies past this are refused before any parsing (posts are at most ~100k characters).
@@ -199,6 +200,7 @@ def http_handler(
     """The Lambda entry point for ``app``: body checks, correlation id, metrics, then routing."""
 
     @metrics.log_metrics
+    @tracer.capture_lambda_handler(capture_response=False)  # responses may carry personal data
     @logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_HTTP)
     def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
         checked = check_body(event)

@@ -38,3 +38,8 @@ def test_layer_requirements_cover_exactly_the_runtime_dependencies() -> None:
     assert runtime <= layer, f"missing from the layer: {runtime - layer}"
     dev_only = _requirement_names(project["optional-dependencies"]["dev"]) - runtime
     assert not (dev_only & layer), f"test tools in the layer: {dev_only & layer}"
+
+
+def test_layer_leaves_the_aws_sdk_to_the_lambda_runtime() -> None:
+    layer = set(_pins(REPO / "shared/requirements.txt"))
+    assert not (layer & {"boto3", "botocore", "s3transfer"}), "the runtime provides the AWS SDK"
