@@ -30,7 +30,7 @@ test: $(STAMP) ## Run the whole test suite
 lint: $(STAMP) ## ruff (lint + format check) and mypy --strict
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/mypy shared functions migrations local
+	$(BIN)/mypy shared functions migrations local benchmarks
 
 format: $(STAMP) ## Apply ruff's fixes and formatting
 	$(BIN)/ruff check --fix .

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final, Generic, TypeVar
@@ -12,6 +13,7 @@ from sqlalchemy import (
     String,
     bindparam,
     case,
+    column,
     delete,
     func,
     or_,
@@ -19,7 +21,7 @@ from sqlalchemy import (
     tuple_,
     update,
 )
-from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.orm import Session, selectinload
 
@@ -208,8 +210,8 @@ class UserRepository(Repository[User]):
     def upsert(self, rows: Iterable[Mapping[str, Any]]) -> list[int]:
         """Insert users, or update username and password of those whose email exists.
 
-        One statement whatever the number of rows: the values travel as three array parameters
-        and are unnested on the server. Rows repeating an email collapse to the last one
+        One statement whatever the number of rows: the values travel as one JSON parameter and
+        are unpacked on the server. Rows repeating an email collapse to the last one
         (PostgreSQL refuses to update a row twice in one statement). An update that changes
         nothing leaves ``updated_at`` alone, so applying the same rows twice is idempotent.
         Returns the ids of all given emails, in first-seen order.
@@ -221,19 +223,20 @@ class UserRepository(Repository[User]):
         if not by_email:
             return []
         columns = ("email", "username", "hashed_password")
+        # All rows travel as one JSON parameter (the driver's own array escaping is slow in pure
+        # Python), unpacked on the server in input order.
         source = (
-            func.unnest(
-                *(
-                    bindparam(f"{name}s", [v[name] for v in by_email.values()], type_=ARRAY(String))
-                    for name in columns
-                )
+            func.jsonb_array_elements(
+                bindparam("rows", json.dumps(list(by_email.values())), type_=String).cast(JSONB)
             )
-            .table_valued(*columns, with_ordinality="position")
+            .table_valued(column("value", JSONB), with_ordinality="position")
             .render_derived(name="src")
         )
         insert_stmt = pg_insert(User).from_select(
             list(columns),
-            select(*(source.c[name] for name in columns)).order_by(source.c.position),
+            select(*(source.c.value.op("->>")(name) for name in columns)).order_by(
+                source.c.position
+            ),
         )
         changed = tuple_(User.username, User.hashed_password).is_distinct_from(
             tuple_(insert_stmt.excluded.username, insert_stmt.excluded.hashed_password)
