@@ -109,13 +109,13 @@ def main() -> int:
             _copy(rows)
             results["raw COPY"].append(time.perf_counter() - started)
         copy_rate = args.users / statistics.median(results["raw COPY"])
-        print(f"{args.users} users, {args.rounds} rounds, {os.cpu_count()} cores")  # noqa: T201
-        print(f"{'case':<18}{'median s':>10}{'rows/s':>12}{'vs COPY':>9}")  # noqa: T201
+        print(f"{args.users} users, {args.rounds} rounds, {os.cpu_count()} cores")
+        print(f"{'case':<18}{'median s':>10}{'rows/s':>12}{'vs COPY':>9}")
         for case, times in results.items():
             rate = args.users / statistics.median(times)
             print(
                 f"{case:<18}{statistics.median(times):>10.3f}{rate:>12,.0f}{rate / copy_rate:>9.2f}"
-            )  # noqa: T201
+            )
     finally:
         if server is not None:
             server.stop()
