@@ -56,7 +56,9 @@ def _copy(rows: list[tuple[str, str, str]]) -> None:
     raw = get_engine().raw_connection()
     try:
         cursor = raw.cursor()
-        cursor.execute("COPY users (email, username, hashed_password) FROM STDIN", stream=buffer)
+        # pg8000's COPY support: the rows come from ``stream``.
+        copy = "COPY users (email, username, hashed_password) FROM STDIN"
+        cursor.execute(copy, stream=buffer)  # type: ignore[call-arg]
         raw.commit()
     finally:
         raw.close()
