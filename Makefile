@@ -8,9 +8,17 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat requirements.lock 2>/dev/null | cksum | cut -d' ' -f1)
 PYTEST_ARGS ?=
 RUNTIME_PROVIDED := --no-emit-package botocore --no-emit-package urllib3
+# The SAM CLI pins versions that conflict with requirements.lock: its own venv and lock.
+SAM_VENV := .venv-sam
+SAM_STAMP := $(SAM_VENV)/.installed-$(shell cat requirements-sam.lock 2>/dev/null | cksum | cut -d' ' -f1)
+# Offline: no telemetry; --lint needs no credentials and no region, the build needs neither.
+SAM := SAM_CLI_TELEMETRY=0 AWS_DEFAULT_REGION=eu-west-1 $(SAM_VENV)/bin/sam
+# The functions' runtime, which `sam build` runs pip with: python3.13 on PATH, else pyenv's
+# newest 3.13 (with pip). Evaluated only by sam-check; PYTHON313=/path/to/python3.13 overrides.
+PYTHON313 ?= $(shell for c in "$$(command -v python3.13)" $$(ls -d "$$(pyenv root 2>/dev/null || echo "$${PYENV_ROOT:-$$HOME/.pyenv}")"/versions/3.13*/bin/python3.13 2>/dev/null | sort -rV); do [ -n "$$c" ] && "$$c" -m pip --version >/dev/null 2>&1 && { echo "$$c"; break; }; done)
 
 .DEFAULT_GOAL := help
-.PHONY: help venv test lint format local lock generate clean
+.PHONY: help venv test lint format local lock generate clean sam-check sam-lock
 
 help: ## List the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk -F':.*?## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -50,5 +58,26 @@ generate: $(STAMP) ## Regenerate openapi.json and the migrations digest in templ
 	$(BIN)/python -m local.openapi
 	$(BIN)/python -m local.migrations_digest
 
-clean: ## Remove the virtual environment and caches
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .aws-sam
+# --no-deps: the lock is the whole closure, and pip's resolver rejects hash-pinned packages that
+# another package asks for with extras (boto3[crt]; pypa/pip#9644); pip check verifies instead.
+$(SAM_STAMP): requirements-sam.lock
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python >= 3.11 is required (set PYTHON=...)")'
+	test -x $(SAM_VENV)/bin/python || $(PYTHON) -m venv $(SAM_VENV)
+	$(SAM_VENV)/bin/python -m pip install --quiet --disable-pip-version-check --require-hashes --no-deps -r requirements-sam.lock
+	$(SAM_VENV)/bin/python -m pip check
+	rm -f $(SAM_VENV)/.installed-*
+	touch $@
+
+sam-check: $(SAM_STAMP) ## sam validate --lint, then sam build (arm64, no container) into .aws-sam/build
+	$(SAM) validate --lint --template template.yaml
+	@test -n "$(PYTHON313)" || { echo "sam-check: no python3.13 with pip found (PATH, then \$$(pyenv root)/versions/3.13*); install one (pyenv install 3.13) or set PYTHON313=/path/to/python3.13" >&2; exit 1; }
+	PATH="$$("$(PYTHON313)" -c 'import os, sys; print(os.path.dirname(sys.executable))'):$$PATH" \
+		$(SAM) build --template template.yaml --build-dir .aws-sam/build
+	$(PYTHON) local/sam_build_check.py
+
+sam-lock: $(STAMP) ## Re-resolve requirements-sam.lock (the SAM CLI) from requirements-sam.in
+	$(BIN)/python -m pip install --quiet uv
+	$(BIN)/uv pip compile requirements-sam.in --universal --python-version 3.11 --generate-hashes -o requirements-sam.lock -q
+
+clean: ## Remove the virtual environments and caches
+	rm -rf $(VENV) $(SAM_VENV) .pytest_cache .mypy_cache .ruff_cache .aws-sam
