@@ -13,12 +13,14 @@ SAM_VENV := .venv-sam
 SAM_STAMP := $(SAM_VENV)/.installed-$(shell cat requirements-sam.lock 2>/dev/null | cksum | cut -d' ' -f1)
 # Offline: no telemetry; --lint needs no credentials and no region, the build needs neither.
 SAM := SAM_CLI_TELEMETRY=0 AWS_DEFAULT_REGION=eu-west-1 $(SAM_VENV)/bin/sam
-# The functions' runtime, which `sam build` runs pip with: python3.13 on PATH, else pyenv's
-# newest 3.13 (with pip). Evaluated only by sam-check; PYTHON313=/path/to/python3.13 overrides.
+# The functions' runtime, which lambda_build/Makefile installs the wheels and compiles the bytecode
+# with (first on PATH under sam build): python3.13 on PATH, else pyenv's newest 3.13 (with pip).
+# Evaluated only by sam-check and bench-build; PYTHON313=/path/to/python3.13 overrides.
 PYTHON313 ?= $(shell for c in "$$(command -v python3.13)" $$(ls -d "$$(pyenv root 2>/dev/null || echo "$${PYENV_ROOT:-$$HOME/.pyenv}")"/versions/3.13*/bin/python3.13 2>/dev/null | sort -rV); do [ -n "$$c" ] && "$$c" -m pip --version >/dev/null 2>&1 && { echo "$$c"; break; }; done)
+NEED_PYTHON313 = test -n "$(PYTHON313)" || { echo "$@: no python3.13 with pip found (PATH, then \$$(pyenv root)/versions/3.13*); install one (pyenv install 3.13) or set PYTHON313=/path/to/python3.13" >&2; exit 1; }
 
 .DEFAULT_GOAL := help
-.PHONY: help venv test lint format local lock generate clean sam-check sam-lock
+.PHONY: help venv test lint format local lock generate clean sam-check sam-lock bench-build
 
 help: ## List the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk -F':.*?## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -38,7 +40,7 @@ test: $(STAMP) ## Run the whole test suite
 lint: $(STAMP) ## ruff (lint + format check) and mypy --strict
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/mypy shared functions migrations local benchmarks
+	$(BIN)/mypy shared functions migrations local benchmarks lambda_build
 
 format: $(STAMP) ## Apply ruff's fixes and formatting
 	$(BIN)/ruff check --fix .
@@ -68,12 +70,19 @@ $(SAM_STAMP): requirements-sam.lock
 	rm -f $(SAM_VENV)/.installed-*
 	touch $@
 
+# sam build runs lambda_build/Makefile (BuildMethod: makefile) for the layer and every function.
+# --no-cached: SAM's build cache keys on each resource's CodeUri, not on lambda_build/.
 sam-check: $(SAM_STAMP) ## sam validate --lint, then sam build (arm64, no container) into .aws-sam/build
 	$(SAM) validate --lint --template template.yaml
-	@test -n "$(PYTHON313)" || { echo "sam-check: no python3.13 with pip found (PATH, then \$$(pyenv root)/versions/3.13*); install one (pyenv install 3.13) or set PYTHON313=/path/to/python3.13" >&2; exit 1; }
+	@$(NEED_PYTHON313)
 	PATH="$$("$(PYTHON313)" -c 'import os, sys; print(os.path.dirname(sys.executable))'):$$PATH" \
-		$(SAM) build --template template.yaml --build-dir .aws-sam/build
+		$(SAM) build --no-cached --template template.yaml --build-dir .aws-sam/build
 	$(PYTHON) local/sam_build_check.py
+
+bench-build: ## The same artifacts for this machine (python3.13, its arch) into .aws-sam/host-build
+	@$(NEED_PYTHON313)
+	$(MAKE) --no-print-directory -f lambda_build/Makefile host-build PYTHON313="$(PYTHON313)"
+	$(PYTHON) local/sam_build_check.py --build-dir .aws-sam/host-build --arch "$$(uname -m)"
 
 sam-lock: $(STAMP) ## Re-resolve requirements-sam.lock (the SAM CLI) from requirements-sam.in
 	$(BIN)/python -m pip install --quiet uv

@@ -283,8 +283,27 @@ def test_shared_layer_is_built_for_python313_arm64() -> None:
     assert props["ContentUri"].rstrip("/") == "shared"
     assert props["CompatibleRuntimes"] == ["python3.13"]
     assert props["CompatibleArchitectures"] == ["arm64"]
-    assert layer["Metadata"] == {"BuildMethod": "python3.13", "BuildArchitecture": "arm64"}
+    assert layer["Metadata"]["BuildArchitecture"] == "arm64"
     assert (REPO / "shared" / "requirements.txt").is_file()
+
+
+def test_the_layer_and_every_function_are_built_by_the_lambda_build_makefile() -> None:
+    # sam build runs `make build-<LogicalId>` with lambda_build/Makefile for each of them.
+    makefile = (REPO / "lambda_build" / "Makefile").read_text()
+    targets = set(re.findall(r"^(build-[\w%]+):", makefile, re.MULTILINE))
+    built = {
+        name: resource
+        for name, resource in template()["Resources"].items()
+        if resource["Type"] in {"AWS::Serverless::Function", "AWS::Serverless::LayerVersion"}
+    }
+    assert "SharedLayer" in built
+    for name, resource in built.items():
+        metadata = resource.get("Metadata", {})
+        assert metadata.get("BuildMethod") == "makefile", name
+        assert metadata.get("ContextPath") == "lambda_build", name
+        assert f"build-{name}" in targets or (
+            name.endswith("Function") and "build-%Function" in targets
+        ), f"lambda_build/Makefile has no build-{name} target"
 
 
 def test_every_function_logs_to_a_group_with_retention() -> None:
@@ -383,7 +402,7 @@ def test_migrations_run_as_a_custom_resource_with_the_current_scripts_digest() -
     )
     migrations = functions()["MigrationsFunction"]
     assert migrations["CodeUri"].rstrip("/") == "migrations"
-    assert template()["Resources"]["MigrationsFunction"]["Metadata"]["BuildMethod"] == "python3.13"
+    assert "build-MigrationsFunction:" in (REPO / "lambda_build" / "Makefile").read_text()
     assert int(migrations["Timeout"]) > 10 + 60  # room for the guard and real migrations
 
 
