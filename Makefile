@@ -20,7 +20,7 @@ PYTHON313 ?= $(shell for c in "$$(command -v python3.13)" $$(ls -d "$$(pyenv roo
 NEED_PYTHON313 = test -n "$(PYTHON313)" || { echo "$@: no python3.13 with pip found (PATH, then \$$(pyenv root)/versions/3.13*); install one (pyenv install 3.13) or set PYTHON313=/path/to/python3.13" >&2; exit 1; }
 
 .DEFAULT_GOAL := help
-.PHONY: help venv test lint format local lock generate clean sam-check sam-lock bench-build
+.PHONY: help venv test lint format local lock generate clean sam-check sam-lock bench-build soak
 
 help: ## List the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk -F':.*?## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -36,6 +36,9 @@ venv: $(STAMP) ## Create .venv and install the locked dependencies
 
 test: $(STAMP) ## Run the whole test suite
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+soak: $(STAMP) ## A long mixed load through the local gateway (SOAK_REQUESTS, default 20000)
+	SOAK_REQUESTS=$${SOAK_REQUESTS:-20000} $(BIN)/python -m pytest tests/e2e/test_load.py -k sustained $(PYTEST_ARGS)
 
 lint: $(STAMP) ## ruff (lint + format check) and mypy --strict
 	$(BIN)/ruff check .
@@ -53,8 +56,8 @@ lock: $(STAMP) ## Re-resolve requirements.lock and the generated layer/migration
 	$(BIN)/python -m pip install --quiet uv
 	$(BIN)/uv pip compile pyproject.toml --extra dev --universal --python-version 3.11 --generate-hashes -o requirements.lock -q
 	# The Lambda runtime ships boto3/botocore; the layer must not carry another ~80 MB copy.
-	$(BIN)/uv pip compile pyproject.toml --universal --python-version 3.11 -c requirements.lock -o shared/requirements.txt -q $(RUNTIME_PROVIDED)
-	$(BIN)/uv pip compile pyproject.toml --extra migrations --universal --python-version 3.11 -c requirements.lock -o migrations/requirements.txt -q $(RUNTIME_PROVIDED)
+	$(BIN)/uv pip compile pyproject.toml --universal --python-version 3.11 -c requirements.lock --generate-hashes -o shared/requirements.txt -q $(RUNTIME_PROVIDED)
+	$(BIN)/uv pip compile pyproject.toml --extra migrations --universal --python-version 3.11 -c requirements.lock --generate-hashes -o migrations/requirements.txt -q $(RUNTIME_PROVIDED)
 
 generate: $(STAMP) ## Regenerate openapi.json and the migrations digest in template.yaml
 	$(BIN)/python -m local.openapi
