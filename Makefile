@@ -12,15 +12,18 @@ RUNTIME_PROVIDED := --no-emit-package botocore --no-emit-package urllib3
 SAM_VENV := .venv-sam
 SAM_STAMP := $(SAM_VENV)/.installed-$(shell cat requirements-sam.lock 2>/dev/null | cksum | cut -d' ' -f1)
 # Offline: no telemetry; --lint needs no credentials and no region, the build needs neither.
+# Checkov too (make security): its own venv and lock.
+CHECKOV_VENV := .venv-checkov
+CHECKOV_STAMP := $(CHECKOV_VENV)/.installed-$(shell cat requirements-checkov.lock 2>/dev/null | cksum | cut -d' ' -f1)
 SAM := SAM_CLI_TELEMETRY=0 AWS_DEFAULT_REGION=eu-west-1 $(SAM_VENV)/bin/sam
 # The functions' runtime, which lambda_build/Makefile installs the wheels and compiles the bytecode
 # with (first on PATH under sam build): python3.13 on PATH, else pyenv's newest 3.13 (with pip).
-# Evaluated only by sam-check and bench-build; PYTHON313=/path/to/python3.13 overrides.
+# Evaluated only by sam-check, bench-build and bench; PYTHON313=/path/to/python3.13 overrides.
 PYTHON313 ?= $(shell for c in "$$(command -v python3.13)" $$(ls -d "$$(pyenv root 2>/dev/null || echo "$${PYENV_ROOT:-$$HOME/.pyenv}")"/versions/3.13*/bin/python3.13 2>/dev/null | sort -rV); do [ -n "$$c" ] && "$$c" -m pip --version >/dev/null 2>&1 && { echo "$$c"; break; }; done)
 NEED_PYTHON313 = test -n "$(PYTHON313)" || { echo "$@: no python3.13 with pip found (PATH, then \$$(pyenv root)/versions/3.13*); install one (pyenv install 3.13) or set PYTHON313=/path/to/python3.13" >&2; exit 1; }
 
 .DEFAULT_GOAL := help
-.PHONY: help venv test lint format local lock generate clean sam-check sam-lock bench-build soak
+.PHONY: help venv test lint format local lock generate clean sam-check sam-lock bench-build bench soak security checkov-lock
 
 help: ## List the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk -F':.*?## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -44,6 +47,19 @@ lint: $(STAMP) ## ruff (lint + format check) and mypy --strict
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy shared functions migrations local benchmarks lambda_build
+
+# bandit at medium severity and up; cfn-lint; checkov (its skips carry their reasons in the
+# template); pip-audit of requirements.lock against PyPI's advisories. pip-audit needs PyPI's JSON
+# API: where it cannot be reached it says so and the target fails only with AUDIT_REQUIRED=1.
+security: $(STAMP) $(CHECKOV_STAMP) ## Security scanners: bandit, cfn-lint, checkov, pip-audit
+	$(BIN)/bandit -q -r functions shared/blog migrations --severity-level medium
+	$(BIN)/cfn-lint template.yaml
+	BC_SKIP_MAPPING=TRUE $(CHECKOV_VENV)/bin/checkov -f template.yaml --framework cloudformation --skip-download --compact --quiet
+	$(BIN)/python local/audit.py requirements.lock
+
+checkov-lock: $(STAMP) ## Re-resolve requirements-checkov.lock from requirements-checkov.in
+	$(BIN)/python -m pip install --quiet uv
+	$(BIN)/uv pip compile requirements-checkov.in --universal --python-version 3.11 --generate-hashes -o requirements-checkov.lock -q
 
 format: $(STAMP) ## Apply ruff's fixes and formatting
 	$(BIN)/ruff check --fix .
@@ -73,6 +89,14 @@ $(SAM_STAMP): requirements-sam.lock
 	rm -f $(SAM_VENV)/.installed-*
 	touch $@
 
+$(CHECKOV_STAMP): requirements-checkov.lock
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python >= 3.11 is required (set PYTHON=...)")'
+	test -x $(CHECKOV_VENV)/bin/python || $(PYTHON) -m venv $(CHECKOV_VENV)
+	$(CHECKOV_VENV)/bin/python -m pip install --quiet --disable-pip-version-check --require-hashes --no-deps -r requirements-checkov.lock
+	$(CHECKOV_VENV)/bin/python -m pip check
+	rm -f $(CHECKOV_VENV)/.installed-*
+	touch $@
+
 # sam build runs lambda_build/Makefile (BuildMethod: makefile) for the layer and every function.
 # --no-cached: SAM's build cache keys on each resource's CodeUri, not on lambda_build/.
 sam-check: $(SAM_STAMP) ## sam validate --lint, then sam build (arm64, no container) into .aws-sam/build
@@ -86,6 +110,10 @@ bench-build: ## The same artifacts for this machine (python3.13, its arch) into 
 	@$(NEED_PYTHON313)
 	$(MAKE) --no-print-directory -f lambda_build/Makefile host-build PYTHON313="$(PYTHON313)"
 	$(PYTHON) local/sam_build_check.py --build-dir .aws-sam/host-build --arch "$$(uname -m)"
+
+# BENCH_ARGS=--quick: few samples (CI); the table also goes to .bench/results.json (--out FILE).
+bench: $(STAMP) bench-build ## Performance table: warm/cold latency, import, SQL per request, memory
+	$(BIN)/python -m benchmarks --python313 "$(PYTHON313)" $(BENCH_ARGS)
 
 sam-lock: $(STAMP) ## Re-resolve requirements-sam.lock (the SAM CLI) from requirements-sam.in
 	$(BIN)/python -m pip install --quiet uv

@@ -27,7 +27,9 @@ from typing import Any, Final, TypeAlias
 from urllib.parse import quote
 
 SERVER_USER: Final = "pgembedded"
-CACHE_ROOT = Path("/var/tmp")  # where root keeps a copy of binaries the server user cannot reach
+# Where root keeps a copy of binaries the server user cannot reach; used only by root, and only
+# once _check_root_owned has found the copy root's own and not writable by others.
+CACHE_ROOT = Path("/var/tmp")  # nosec B108
 START_TIMEOUT_S: Final = 30
 # Pid of the Python process that started the server: cleanup_stale spares servers whose owner lives.
 OWNER_FILE: Final = "embedded_pg.owner"
@@ -84,10 +86,16 @@ def bin_dir() -> Path:
     return _check_root_owned(cache) / package.name / "pginstall" / "bin"
 
 
-def _run(argv: list[str], ids: Ids, timeout: float = START_TIMEOUT_S + 10) -> str:
+def _run(
+    argv: list[str],
+    ids: Ids,
+    timeout: float = START_TIMEOUT_S + 10,
+    extra_env: dict[str, str] | None = None,
+) -> str:
     """Run a program as ``ids``; its output, or RuntimeError with that output."""
     # The caller's PGPORT, PGOPTIONS, PGSSLMODE... must not redirect or alter these commands.
     env = {key: value for key, value in os.environ.items() if not key.startswith("PG")}
+    env.update(extra_env or {})
     # As the server user without root's supplementary groups; in "/", which that user can reach.
     as_user: dict[str, Any] = {"user": ids[0], "group": ids[1], "extra_groups": []} if ids else {}
     # A file, not a pipe: a pipe inherited by the forked server would keep this call waiting.
@@ -126,7 +134,12 @@ def _check_root_owned(path: Path) -> Path:
 
 
 class EmbeddedPostgres:
-    """One server on 127.0.0.1; ``persistent=False`` deletes its data directory on stop."""
+    """One server on 127.0.0.1; ``persistent=False`` deletes its data directory on stop.
+
+    TCP clients are trusted, unless ``password`` is given: it becomes the superuser's password
+    when the data directory is initialised, and every TCP client must then authenticate with
+    SCRAM-SHA-256 (as on RDS), which tests of credential rotation need.
+    """
 
     host: Final = "127.0.0.1"
     user: Final = "postgres"
@@ -140,9 +153,13 @@ class EmbeddedPostgres:
         ssl_cert_file: Path | None = None,
         ssl_key_file: Path | None = None,
         ssl_only: bool = False,
+        password: str | None = None,
     ) -> None:
         if (ssl_cert_file is None) != (ssl_key_file is None) or (ssl_only and not ssl_cert_file):
             raise ValueError("TLS needs both ssl_cert_file and ssl_key_file")
+        if password is not None and (not password or "\n" in password):
+            raise ValueError("the password must be one non-empty line")
+        self.password = password
         self.data_dir = Path(data_dir).resolve()
         self.persistent = persistent
         self.ssl_files = (ssl_cert_file, ssl_key_file) if ssl_cert_file and ssl_key_file else None
@@ -194,15 +211,34 @@ class EmbeddedPostgres:
                 )
             os.chown(self.data_dir, *self._ids)
         if not (self.data_dir / "PG_VERSION").exists():
-            self._pg("initdb", "-D", str(self.data_dir), "-U", self.user, "--auth=trust",
-                     "--encoding=UTF8", "--locale=C", "--no-instructions")  # fmt: skip
+            self._initdb()
         # Rewritten each start, so that a persistent data dir follows the current ssl_only.
-        hba = "hostssl all all 127.0.0.1/32 trust\nhostnossl all all 0.0.0.0/0 reject\n"
-        self._install("pg_hba.conf", hba if self.ssl_only else "host all all 0.0.0.0/0 trust\n")
+        method = "scram-sha-256" if self.password else "trust"
+        hba = f"hostssl all all 127.0.0.1/32 {method}\nhostnossl all all 0.0.0.0/0 reject\n"
+        self._install("pg_hba.conf", hba if self.ssl_only else f"host all all 0.0.0.0/0 {method}\n")
         if self.ssl_files:
             self._install("server.crt", self.ssl_files[0].read_bytes())
             self._install("server.key", self.ssl_files[1].read_bytes())
         self._install(OWNER_FILE, str(os.getpid()))
+
+    def _initdb(self) -> None:
+        argv = ["-D", str(self.data_dir), "-U", self.user, "--auth=trust", "--encoding=UTF8",
+                "--locale=C", "--no-instructions"]  # fmt: skip
+        if not self.password:
+            self._pg("initdb", *argv)
+            return
+        # The password goes in a file only the server user can read, next to the data directory
+        # (a place that user can reach), and is gone once initdb has read it.
+        with tempfile.TemporaryDirectory(dir=self.data_dir.parent) as scratch:
+            pwfile = Path(scratch) / "pwfile"
+            fd = os.open(pwfile, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as file:
+                file.write(self.password + "\n")
+                if self._ids is not None:
+                    os.fchown(fd, *self._ids)
+            if self._ids is not None:
+                os.chown(scratch, *self._ids)
+            self._pg("initdb", *argv, f"--pwfile={pwfile}")
 
     def _install(self, name: str, content: str | bytes) -> None:
         """Write a 0600 file owned by the server user, never through a link it may have planted."""
@@ -238,7 +274,8 @@ class EmbeddedPostgres:
 
     def url(self, database: str = "postgres") -> str:
         """A SQLAlchemy URL (pg8000 driver) for ``database`` on this server."""
-        return f"postgresql+pg8000://{self.user}@{self.host}:{self.port}/{quote(database, safe='')}"
+        user = self.user + (f":{quote(self.password, safe='')}" if self.password else "")
+        return f"postgresql+pg8000://{user}@{self.host}:{self.port}/{quote(database, safe='')}"
 
     def create_database(self, name: str) -> str:
         """Create database ``name`` and return its URL."""
@@ -261,7 +298,8 @@ class EmbeddedPostgres:
                  "-U", self.user, "-d", "postgres", "-c", sql)  # fmt: skip
 
     def _pg(self, program: str, *args: str) -> str:
-        return _run([str(self._bin / program), *args], self._ids)
+        extra_env = {"PGPASSWORD": self.password} if self.password else None
+        return _run([str(self._bin / program), *args], self._ids, extra_env=extra_env)
 
     def __enter__(self) -> EmbeddedPostgres:
         return self.start()

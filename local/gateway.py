@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import json
 import multiprocessing
+import os
 import re
 import secrets
 import sys
@@ -19,6 +20,7 @@ import time
 import uuid
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -181,6 +183,22 @@ def _gateway_error(status: int, message: str) -> dict[str, Any]:
     }
 
 
+def _authorize(event: dict[str, Any], route: Route, run: Any) -> dict[str, Any] | None:
+    """Run the authorizer as API Gateway does: None when allowed (its context is added to the
+    event), else the gateway's answer."""
+    if not event["headers"].get("authorization"):
+        return _gateway_error(401, "Unauthorized")
+    verdict = run(AUTHORIZER_ID, authorizer_event(event, route))
+    if not isinstance(verdict, dict) or "statusCode" in verdict:
+        # The authorizer failed or timed out (run's error result): API Gateway answers 500,
+        # not a 403 that would pass an outage off as a refusal.
+        return _gateway_error(500, "Internal Server Error")
+    if not verdict.get("isAuthorized"):
+        return _gateway_error(403, "Forbidden")
+    event["requestContext"]["authorizer"] = {"lambda": verdict.get("context") or {}}
+    return None
+
+
 def handle(
     method: str, target: str, headers: list[tuple[str, str]], body: bytes, run: Any = invoke
 ) -> dict[str, Any]:
@@ -194,12 +212,9 @@ def handle(
     route, params = found
     event = build_event(method, parts.path, parts.query, headers, body, route, params)
     if route.function.authorizer:
-        if not event["headers"].get("authorization"):
-            return _gateway_error(401, "Unauthorized")
-        verdict = run(AUTHORIZER_ID, authorizer_event(event, route))
-        if not verdict.get("isAuthorized"):
-            return _gateway_error(403, "Forbidden")
-        event["requestContext"]["authorizer"] = {"lambda": verdict.get("context") or {}}
+        refused = _authorize(event, route, run)
+        if refused is not None:
+            return refused
     result = run(route.function.logical_id, event)
     if not isinstance(result, dict) or "statusCode" not in result:
         # A payload-2.0 integration treats anything else as a 200 with the JSON as body.
@@ -217,11 +232,22 @@ class Gateway(ThreadingHTTPServer):
     the layer on ``sys.path``; one invocation at a time per process."""
 
     daemon_threads = True
+    # The listen backlog: socketserver's default of 5 resets or drops connections when a few
+    # dozen clients connect at once.
+    request_queue_size = 128
 
-    def __init__(self, address: tuple[str, int], workers: int, extra_routes: Any = None) -> None:
+    def __init__(
+        self,
+        address: tuple[str, int],
+        workers: int,
+        extra_routes: Any = None,
+        worker_log: str | None = None,
+    ) -> None:
         super().__init__(address, _RequestHandler)
         self.workers = workers
         self.extra_routes = extra_routes or {}
+        #: A file the workers append their stdout and stderr to (Lambda's log stream), if set.
+        self.worker_log = worker_log
         self._pools: dict[str, ProcessPoolExecutor] = {}
         self._pools_lock = threading.Lock()
 
@@ -232,18 +258,27 @@ class Gateway(ThreadingHTTPServer):
                     max_workers=self.workers,
                     mp_context=multiprocessing.get_context("spawn"),
                     initializer=_start_environment,
-                    initargs=(str(function.code_dir),),
+                    initargs=(str(function.code_dir), self.worker_log),
                 )
             return self._pools[function.logical_id]
 
     def run(self, logical_id: str, event: dict[str, Any]) -> Any:
         """Invoke a function in one of its worker processes, as the Lambda service would."""
         function = functions()[logical_id]
-        future = self._pool(function).submit(invoke, logical_id, event, function.timeout)
+        pool = self._pool(function)
         try:
+            future = pool.submit(invoke, logical_id, event, function.timeout)
             return future.result(timeout=function.timeout + 5)
         except FutureTimeout:
             return _gateway_error(503, "Service Unavailable")  # API Gateway's integration timeout
+        except BrokenProcessPool:
+            # A worker died (killed, out of memory): the pool is unusable for good, so it is
+            # dropped and the next invocation starts new environments, as Lambda would.
+            with self._pools_lock:
+                if self._pools.get(logical_id) is pool:
+                    del self._pools[logical_id]
+            pool.shutdown(wait=False, cancel_futures=True)
+            return _gateway_error(500, "Internal Server Error")
         except Exception:  # noqa: BLE001 - an unhandled error in the function, as Lambda reports it
             return _gateway_error(500, "Internal Server Error")
 
@@ -251,14 +286,28 @@ class Gateway(ThreadingHTTPServer):
         """Stop serving and shut the workers down."""
         super().server_close()
         with self._pools_lock:
-            for pool in self._pools.values():
-                pool.shutdown(cancel_futures=True)
+            # All pools at once: their workers wind down together, not one function after another.
+            closing = [
+                threading.Thread(target=pool.shutdown, kwargs={"cancel_futures": True})
+                for pool in self._pools.values()
+            ]
+            for thread in closing:
+                thread.start()
+            for thread in closing:
+                thread.join()
             self._pools.clear()
 
 
-def _start_environment(code_dir: str) -> None:
+def _start_environment(code_dir: str, worker_log: str | None = None) -> None:
     # Lambda puts the function's own folder first on the path (/var/task), then the layer.
     sys.path.insert(0, code_dir)
+    if worker_log:
+        # Everything the function prints or logs goes to the file, as to CloudWatch on Lambda.
+        fd = os.open(worker_log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        for stream in (sys.stdout, sys.stderr):
+            stream.flush()
+            os.dup2(fd, stream.fileno())
+        os.close(fd)
 
 
 class _RequestHandler(BaseHTTPRequestHandler):
@@ -298,6 +347,13 @@ class _RequestHandler(BaseHTTPRequestHandler):
         )
 
     do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = do_HEAD = do_OPTIONS = _serve  # noqa: N815
+
+    def __getattr__(self, name: str) -> Any:
+        # Other methods (TRACE, CONNECT, invented ones) are routed too, so they get API Gateway's
+        # answer to a request without a route, not http.server's HTML 501.
+        if name.startswith("do_"):
+            return self._serve
+        raise AttributeError(name)
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
         """Silenced: :meth:`_serve` writes one line per request with its duration."""

@@ -21,8 +21,21 @@ BEARER = "bearerAuth"
 DESCRIPTION = (
     "Users and posts. Sign in with `POST /auth/token` and send the token as "
     "`Authorization: Bearer <token>`. Every error has the body "
-    '`{"error": {"code", "message", "details"?}}`.'
+    '`{"error": {"code", "message", "details"?}}`, except the ones API Gateway answers itself, '
+    'whose body is `{"message"}`.'
 )
+ERROR_REF = "#/components/schemas/ErrorOut"
+GATEWAY_ERROR = "GatewayError"
+#: API Gateway's own answers, before or instead of a function: on every route, 413 past its 10 MB
+#: limit and 503 when the function does not answer in time; on protected routes, 401 without an
+#: Authorization header and 403 when the authorizer refuses the token.
+GATEWAY_STATUSES: dict[str, str] = {
+    "401": "API Gateway: no Authorization header",
+    "403": "API Gateway: the authorizer refused the token (invalid, expired, inactive account)",
+    "413": "Body too large",
+    "503": "API Gateway: the function did not answer in time",
+}
+PROTECTED_ONLY = frozenset({"401", "403"})
 
 
 def build() -> dict[str, Any]:
@@ -49,6 +62,7 @@ def build() -> dict[str, Any]:
         for method, operation in operations.items():
             if (path, method) in protected:
                 operation["security"] = [{BEARER: []}]
+            _add_gateway_errors(operation, protected=(path, method) in protected)
     document.setdefault("components", {}).setdefault("schemas", {})["ErrorOut"] = (
         ErrorOut.model_json_schema(ref_template="#/components/schemas/{model}")
     )
@@ -59,7 +73,27 @@ def build() -> dict[str, Any]:
     ):
         document["components"]["schemas"][name] = schema
     document["components"]["schemas"]["ErrorOut"].pop("$defs", None)
+    document["components"]["schemas"][GATEWAY_ERROR] = {
+        "title": GATEWAY_ERROR,
+        "description": "The body of an error API Gateway answers itself, e.g. "
+        '`{"message": "Unauthorized"}`.',
+        "type": "object",
+        "properties": {"message": {"type": "string", "title": "Message"}},
+        "required": ["message"],
+    }
     return document
+
+
+def _add_gateway_errors(operation: dict[str, Any], *, protected: bool) -> None:
+    """Document the statuses API Gateway may answer itself, with either error body."""
+    for status, description in GATEWAY_STATUSES.items():
+        if status in PROTECTED_ONLY and not protected:
+            continue
+        response = operation["responses"].setdefault(status, {"description": description})
+        if description not in response["description"]:
+            response["description"] += f"; or: {description}"
+        either = [{"$ref": ERROR_REF}, {"$ref": f"#/components/schemas/{GATEWAY_ERROR}"}]
+        response["content"] = {"application/json": {"schema": {"anyOf": either}}}
 
 
 def render() -> str:

@@ -12,7 +12,12 @@ from blog.schemas import PostCreate, PostOut
 app = make_app()
 
 
-@app.post("/posts", summary="Write a draft", tags=["posts"], responses=error_responses(401, 422))
+@app.post(
+    "/posts",
+    summary="Write a draft",
+    tags=["posts"],
+    responses=error_responses(401, 422, success=201),
+)
 def create_post(body: Annotated[PostCreate, Body()]) -> Response[PostOut]:
     post = services.create_post(actor=current_actor(app), title=body.title, content=body.content)
     return created(PostOut.model_validate(post), f"/posts/{post.id}")

@@ -12,7 +12,12 @@ from blog.schemas import UserCreate, UserOut
 app = make_app()
 
 
-@app.post("/users", summary="Register a user", tags=["users"], responses=error_responses(409, 422))
+@app.post(
+    "/users",
+    summary="Register a user",
+    tags=["users"],
+    responses=error_responses(409, 422, success=201),
+)
 def register_user(body: Annotated[UserCreate, Body()]) -> Response[UserOut]:
     user = services.register(**body.model_dump())
     return created(UserOut.model_validate(user), f"/users/{user.id}")

@@ -32,12 +32,18 @@ from blog.services import Actor
 
 logger = Logger()  # service name: POWERTOOLS_SERVICE_NAME
 metrics = Metrics()  # namespace: POWERTOOLS_METRICS_NAMESPACE
-tracer = Tracer()  # X-Ray on Lambda (Tracing: Active); a no-op elsewhere
+# X-Ray on Lambda (Tracing: Active), a no-op elsewhere. Only the AWS SDK is patched: patching
+# everything (the default) makes X-Ray's SQLAlchemy hook compile each statement again, uncached,
+# to record its text, which costs more than the rest of a warm request's Python work.
+tracer = Tracer(patch_modules=("botocore",))
 
 JSON: Final = "application/json"
 #: Request bodies past this are refused before any parsing (posts are at most ~100k characters).
 MAX_BODY_BYTES: Final = 512 * 1024
 BODY_METHODS: Final = frozenset({"POST", "PUT", "PATCH"})
+#: Nesting of arrays and objects past this is refused (bodies are at most two levels deep): a
+#: deeper document would exhaust the recursion limit of a JSON parser further down.
+MAX_JSON_DEPTH: Final = 32
 # Fields whose values must never be echoed back in an error.
 SECRET_FIELDS: Final = frozenset({"password", "hashed_password", "access_token", "token"})
 
@@ -62,10 +68,15 @@ _ERROR_DESCRIPTIONS: Final = {
 }
 
 
-def error_responses(*statuses: int, no_content: bool = False) -> dict[int, OpenAPIResponse]:
-    """OpenAPI descriptions of the error statuses a route documents (plus the ones all share).
+def error_responses(
+    *statuses: int, success: int = 200, no_content: bool = False
+) -> dict[int, OpenAPIResponse]:
+    """OpenAPI descriptions of a route's responses: its success and the error statuses it
+    documents (plus the ones all share).
 
-    ``no_content`` documents a 204 success, for routes that answer with no body.
+    ``success`` is the status of a successful answer, whose body Powertools describes from the
+    route's return type (201 also sends ``Location``); ``no_content`` documents a 204 with no body
+    instead, for routes that answer with none.
     """
     shared = {503} | ({400, 413, 415} if 422 in statuses else set())
     responses: dict[int, OpenAPIResponse] = {
@@ -76,7 +87,16 @@ def error_responses(*statuses: int, no_content: bool = False) -> dict[int, OpenA
         for status in sorted(set(statuses) | shared)
     }
     if no_content:
-        responses[204] = {"description": "Done; no content"}
+        responses[204] = {"description": "Done; no content", "content": {}}
+    elif success == 201:
+        responses[201] = {
+            "description": "Created",
+            "headers": {
+                "Location": {"description": "The new resource", "schema": {"type": "string"}}
+            },
+        }
+    else:
+        responses[success] = {"description": "OK"}
     return responses
 
 
@@ -157,6 +177,19 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not a JSON number")
 
 
+def _nesting(value: Any) -> int:
+    """How deeply parsed JSON nests arrays and objects (iteratively: the input may be deep)."""
+    deepest = 0
+    stack = [(value, 1)]
+    while stack and deepest <= MAX_JSON_DEPTH:
+        item, depth = stack.pop()
+        if isinstance(item, dict | list):
+            deepest = max(deepest, depth)
+            children = item.values() if isinstance(item, dict) else item
+            stack.extend((child, depth + 1) for child in children)
+    return deepest
+
+
 def check_body(event: dict[str, Any]) -> dict[str, Any] | Response[Any]:  # noqa: PLR0911
     """Refuse what validation would misread: oversized, non-JSON, malformed or ambiguous bodies.
 
@@ -180,15 +213,26 @@ def check_body(event: dict[str, Any]) -> dict[str, Any] | Response[Any]:  # noqa
     content_type = headers.get("content-type", "").split(";")[0].strip().lower()
     if content_type != JSON:
         return error_response(415, "unsupported_media_type", "Send the body as application/json")
+    too_deep = f"The body nests arrays and objects more than {MAX_JSON_DEPTH} levels deep"
     try:
         text = body.decode("utf-8")
-        json.loads(text, object_pairs_hook=_reject_duplicate_keys, parse_constant=_reject_constant)
+        parsed = json.loads(
+            text, object_pairs_hook=_reject_duplicate_keys, parse_constant=_reject_constant
+        )
     except UnicodeDecodeError:
         return error_response(400, "malformed_json", "The body is not valid UTF-8")
     except ValueError as error:  # JSONDecodeError is a ValueError
         duplicate = str(error).startswith("duplicate key")
         message = str(error) if duplicate else "The body is not valid JSON"
         return error_response(400, "malformed_json", message)
+    except RecursionError:
+        return error_response(400, "malformed_json", too_deep)
+    if _nesting(parsed) > MAX_JSON_DEPTH:
+        return error_response(400, "malformed_json", too_deep)
+    if not isinstance(parsed, dict):
+        # Every request body is an object; Powertools would validate an array's first item.
+        problem = {"in": "body", "field": "", "message": "Input should be a JSON object"}
+        return error_response(422, "validation_error", "The body must be a JSON object", [problem])
     if event.get("isBase64Encoded"):
         return {**event, "body": text, "isBase64Encoded": False}
     return event

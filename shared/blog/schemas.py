@@ -4,16 +4,22 @@ from __future__ import annotations
 
 import re
 from datetime import datetime
-from typing import Annotated, Final, Generic, Literal, Self, TypeVar
+from functools import lru_cache
+from typing import Annotated, Any, Final, Generic, Literal, NotRequired, Self, TypeVar, cast
 
 from pydantic import (
     AfterValidator,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     StringConstraints,
+    TypeAdapter,
     model_validator,
+    with_config,
 )
+from pydantic import ValidationError as PydanticValidationError
+from typing_extensions import TypedDict  # pydantic needs this one before Python 3.12
 
 from blog.models import CONTENT_MAX, EMAIL_MAX, PASSWORD_HASH_MAX, TITLE_MAX, USERNAME_MAX
 from blog.security import is_password_hash
@@ -35,6 +41,24 @@ _USERNAME = r"^[A-Za-z0-9](?:[A-Za-z0-9_.-]*[A-Za-z0-9])?$"
 # would choke on; multi-line text may keep tab, line feed and carriage return.
 _FORBIDDEN_SINGLE_LINE = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
 _FORBIDDEN_MULTI_LINE = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\ud800-\udfff]")
+
+# What the validators accept, as JSON Schema patterns (the same in ECMA-262, Rust's regex and
+# Python's re) for the OpenAPI document, so that clients and fuzzers know it; the validators still
+# decide. Lone surrogates are left out: no JSON Schema string holds one (and pydantic refuses them).
+_CC = r"\x00-\x1f\x7f-\x9f"
+_CC_MULTI = r"\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f"
+SINGLE_LINE_PATTERN: Final = rf"^[^{_CC}]*$"
+TITLE_PATTERN: Final = rf"^[^{_CC}]*[^\s{_CC}][^{_CC}]*$"
+CONTENT_PATTERN: Final = rf"^[^{_CC_MULTI}]*[^\s{_CC_MULTI}][^{_CC_MULTI}]*$"
+# Surrounding spaces are stripped; control characters are refused anywhere.
+EMAIL_PATTERN: Final = (
+    rf"^[^\S{_CC}]*[^@\s{_CC}]{{1,64}}@[^@.\s{_CC}]+(\.[^@.\s{_CC}]+)+[^\S{_CC}]*$"
+)
+
+
+def _documented(pattern: str) -> Any:
+    """The JSON Schema ``pattern`` of a type whose validators enforce it."""
+    return Field(json_schema_extra={"pattern": pattern})
 
 
 def _clean_text(value: str, *, multiline: bool) -> str:
@@ -73,6 +97,7 @@ Email = Annotated[
     StringConstraints(min_length=3, max_length=EMAIL_MAX),
     AfterValidator(_single_line),
     AfterValidator(_email),
+    _documented(EMAIL_PATTERN),
 ]
 Username = Annotated[
     str,
@@ -83,20 +108,30 @@ Password = Annotated[
     str,
     StringConstraints(min_length=PASSWORD_MIN, max_length=PASSWORD_MAX),
     AfterValidator(_single_line),
+    _documented(SINGLE_LINE_PATTERN),
 ]
 Title = Annotated[
     str,
     StringConstraints(min_length=1, max_length=TITLE_MAX),
     AfterValidator(_single_line),
     AfterValidator(_not_blank),
+    _documented(TITLE_PATTERN),
 ]
 Content = Annotated[
     str,
     StringConstraints(min_length=1, max_length=CONTENT_MAX),
     AfterValidator(_multi_line),
     AfterValidator(_not_blank),
+    _documented(CONTENT_PATTERN),
 ]
-Id = Annotated[int, Field(ge=1, le=ID_MAX)]
+
+
+def _integral(value: object) -> object:
+    """JSON Schema counts 3.0 as an integer, so the API does too (strict models refuse floats)."""
+    return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
+Id = Annotated[int, Field(ge=1, le=ID_MAX), BeforeValidator(_integral)]
 
 
 class Request(BaseModel):
@@ -111,8 +146,19 @@ class Response(BaseModel):
     model_config = ConfigDict(from_attributes=True)
 
 
+def _partial_update_schema(schema: dict[str, Any]) -> None:
+    # As the validator below has it: at least one field, and no field null.
+    schema["minProperties"] = 1
+    for field in schema.get("properties", {}).values():
+        variants = [v for v in field.pop("anyOf", []) if v != {"type": "null"}]
+        field.update(variants[0] if len(variants) == 1 else {"anyOf": variants} if variants else {})
+        field.pop("default", None)
+
+
 class PartialUpdate(Request):
     """A PATCH body: only the given fields change; at least one, and none set to null."""
+
+    model_config = ConfigDict(json_schema_extra=_partial_update_schema)
 
     @model_validator(mode="after")
     def _some_field(self) -> Self:
@@ -157,10 +203,19 @@ class UserOut(Response):
 class TokenRequest(Request):
     """Sign-in: an email or a username, and the password."""
 
-    login: Annotated[str, StringConstraints(min_length=1, max_length=EMAIL_MAX)] = Field(
-        description="Email address or username"
-    )
-    password: Annotated[str, StringConstraints(min_length=1, max_length=PASSWORD_MAX)]
+    # No stored email, username or password holds a control character, so none is looked up.
+    login: Annotated[
+        str,
+        StringConstraints(min_length=1, max_length=EMAIL_MAX),
+        AfterValidator(_single_line),
+        _documented(SINGLE_LINE_PATTERN),
+    ] = Field(description="Email address or username")
+    password: Annotated[
+        str,
+        StringConstraints(min_length=1, max_length=PASSWORD_MAX),
+        AfterValidator(_single_line),
+        _documented(SINGLE_LINE_PATTERN),
+    ]
 
 
 class TokenOut(BaseModel):
@@ -242,16 +297,18 @@ def _our_hash(value: str) -> str:
     return value
 
 
+PasswordHash = Annotated[
+    str, StringConstraints(max_length=PASSWORD_HASH_MAX), AfterValidator(_our_hash)
+]
+
+
 class ImportedUser(Request):
     """One user of an import: a password, or a hash already in our own format."""
 
     email: Email
     username: Username
     password: Password | None = None
-    hashed_password: (
-        Annotated[str, StringConstraints(max_length=PASSWORD_HASH_MAX), AfterValidator(_our_hash)]
-        | None
-    ) = None
+    hashed_password: PasswordHash | None = None
 
     @model_validator(mode="after")
     def _one_secret(self) -> Self:
@@ -264,3 +321,45 @@ class ImportMessage(Request):
     """The body of one message on the import queue."""
 
     users: Annotated[list[ImportedUser], Field(min_length=1, max_length=IMPORT_MAX_USERS)]
+
+
+# The same message as plain data: the same field types (so the same validators), without a model
+# instance per user. Validating 10,000 users this way is several times faster; ImportMessage
+# stays the reference, and reports the errors.
+@with_config(ConfigDict(extra="forbid", strict=True))
+class ImportedUserData(TypedDict):
+    """One validated user of an import message (see :func:`parse_import_message`)."""
+
+    email: Email
+    username: Username
+    password: NotRequired[Password | None]
+    hashed_password: NotRequired[PasswordHash | None]
+
+
+@with_config(ConfigDict(extra="forbid", strict=True))
+class _ImportBody(TypedDict):
+    users: Annotated[list[ImportedUserData], Field(min_length=1, max_length=IMPORT_MAX_USERS)]
+
+
+@lru_cache(maxsize=1)
+def _import_body() -> TypeAdapter[_ImportBody]:
+    return TypeAdapter(_ImportBody)  # built on first use: most functions never import users
+
+
+def parse_import_message(body: str | bytes) -> list[ImportedUserData]:
+    """The users of an import message body (JSON), validated and normalized as by ImportMessage.
+
+    One pass over the JSON into plain dicts; a message that fails it is validated again with
+    :class:`ImportMessage`, whose ``ValidationError`` (the same as ever) is raised.
+    """
+    try:
+        users = _import_body().validate_json(body)["users"]
+    except PydanticValidationError:
+        users = None
+    # ImportedUser's model validator: exactly one secret (a missing key counts as null).
+    if users is None or any(
+        (user.get("password") is None) == (user.get("hashed_password") is None) for user in users
+    ):
+        message = ImportMessage.model_validate_json(body)  # raises; a model is the reference
+        return [cast("ImportedUserData", user.model_dump()) for user in message.users]
+    return users

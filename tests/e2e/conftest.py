@@ -1,16 +1,41 @@
-"""An in-process API client: requests go through the local gateway's API Gateway emulation
-(route matching, payload-2.0 events, the Lambda authorizer) into the real handlers."""
+"""API clients for end-to-end tests.
+
+- ``api``: in process; requests go through the local gateway's API Gateway emulation (route
+  matching, payload-2.0 events, the Lambda authorizer) into the real handlers.
+- ``http``: over real HTTP; the gateway runs as ``make local`` runs it (worker processes per
+  function, the authorizer in front of protected routes) on 127.0.0.1 and an ephemeral port, on
+  a migrated database of its own (one per test module).
+"""
 
 from __future__ import annotations
 
 import json
+import os
+import threading
+import urllib.error
+import urllib.request
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import pytest
+from sqlalchemy import create_engine, text
+from sqlalchemy.pool import NullPool
+
+from tests.conftest import create_database, drop_database, migrate
 
 TEST_SIGNING_KEY = "test-signing-key-that-is-long-enough-0123456789"
+#: Lines tests add for pytest's terminal summary (e.g. how much a fuzzer generated).
+SUMMARY = pytest.StashKey[list[str]]()
+
+
+def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
+    lines = config.stash.get(SUMMARY, [])
+    if lines:
+        terminalreporter.section("end-to-end summary")
+        for line in lines:
+            terminalreporter.write_line(line)
 
 
 @dataclass
@@ -101,3 +126,109 @@ def api(db: None, monkeypatch: pytest.MonkeyPatch) -> Iterator[Client]:
     yield Client()
     monkeypatch.undo()
     get_settings.cache_clear()
+
+
+# --- the local gateway over real HTTP ---------------------------------------------------------
+
+
+@dataclass
+class HttpReply:
+    """A response over HTTP."""
+
+    status: int
+    headers: dict[str, str]
+    body: Any
+
+
+class Http:
+    """A tiny HTTP client for a running gateway (and its database, for admin grants)."""
+
+    def __init__(self, base: str, database_url: str) -> None:
+        self.base = base
+        self.database_url = database_url
+
+    def call(
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        *,
+        token: str | None = None,
+        raw: bytes | None = None,
+        content_type: str = "application/json",
+    ) -> HttpReply:
+        data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
+        request = urllib.request.Request(self.base + path, data=data, method=method)
+        if data is not None:
+            request.add_header("Content-Type", content_type)
+        if token:
+            request.add_header("Authorization", f"Bearer {token}")
+        try:
+            with urllib.request.urlopen(request, timeout=30) as response:  # noqa: S310
+                status, headers, payload = response.status, dict(response.headers), response.read()
+        except urllib.error.HTTPError as error:
+            status, headers, payload = error.code, dict(error.headers), error.read()
+        parsed = json.loads(payload) if payload else None
+        return HttpReply(status, {k.lower(): v for k, v in headers.items()}, parsed)
+
+    def user(self, *, admin: bool = False) -> tuple[dict[str, Any], str]:
+        """Register a new user (optionally made admin) and sign in; the user and a token."""
+        name = f"u{uuid.uuid4().hex[:10]}"
+        created = self.call(
+            "POST",
+            "/users",
+            {"email": f"{name}@example.com", "username": name, "password": "password-123"},
+        )
+        assert created.status == 201, created.body
+        if admin:
+            self.grant_admin(created.body["id"])
+        token = self.call("POST", "/auth/token", {"login": name, "password": "password-123"})
+        assert token.status == 200, token.body
+        return created.body, token.body["access_token"]
+
+    def grant_admin(self, user_id: int) -> None:
+        engine = create_engine(self.database_url, poolclass=NullPool)
+        with engine.begin() as conn:
+            conn.execute(text("UPDATE users SET is_admin = true WHERE id = :id"), {"id": user_id})
+        engine.dispose()
+
+
+def start_gateway(
+    env: dict[str, str], *, workers: int = 2, worker_log: str | None = None
+) -> tuple[Any, str, dict[str, str | None]]:
+    """A gateway on an ephemeral port with ``env`` set; the gateway, its URL, the replaced env.
+
+    With ``worker_log``, the functions' output (their log lines) goes to that file.
+    """
+    from local.gateway import Gateway
+
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)  # the worker processes inherit it when they start
+    gateway = Gateway(("127.0.0.1", 0), workers=workers, worker_log=worker_log)
+    threading.Thread(target=gateway.serve_forever, daemon=True).start()
+    return gateway, f"http://127.0.0.1:{gateway.server_address[1]}", saved
+
+
+def stop_gateway(gateway: Any, saved: dict[str, str | None]) -> None:
+    """Stop the gateway and its workers; restore the environment."""
+    gateway.shutdown()
+    gateway.server_close()
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+
+
+@pytest.fixture(scope="module")
+def http(pg_admin_url: str) -> Iterator[Http]:
+    """The gateway over real HTTP on a migrated database of this module's own."""
+    name = f"blog_live_{uuid.uuid4().hex[:8]}"
+    url = create_database(pg_admin_url, name)
+    migrate(url)
+    gateway, base, saved = start_gateway({"DATABASE_URL": url, "JWT_SIGNING_KEY": TEST_SIGNING_KEY})
+    try:
+        yield Http(base, url)
+    finally:
+        stop_gateway(gateway, saved)
+        drop_database(pg_admin_url, name)

@@ -6,122 +6,17 @@ front of protected routes) on its own migrated database, on 127.0.0.1 and an eph
 
 from __future__ import annotations
 
-import json
-import os
-import threading
-import urllib.error
-import urllib.request
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import pytest
-from sqlalchemy import create_engine, text
-from sqlalchemy.pool import NullPool
 
-from tests.conftest import create_database, drop_database, migrate
-from tests.e2e.conftest import TEST_SIGNING_KEY
+from tests.e2e.conftest import TEST_SIGNING_KEY, Http, start_gateway, stop_gateway
+from tests.e2e.conftest import HttpReply as Reply
 
 ROLES = ("anonymous", "owner", "other", "inactive", "admin")
-
-
-@dataclass
-class Reply:
-    status: int
-    headers: dict[str, str]
-    body: Any
-
-
-class Http:
-    """A tiny HTTP client for the gateway."""
-
-    def __init__(self, base: str) -> None:
-        self.base = base
-
-    def call(
-        self,
-        method: str,
-        path: str,
-        body: Any = None,
-        *,
-        token: str | None = None,
-        raw: bytes | None = None,
-        content_type: str = "application/json",
-    ) -> Reply:
-        data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
-        request = urllib.request.Request(self.base + path, data=data, method=method)
-        if data is not None:
-            request.add_header("Content-Type", content_type)
-        if token:
-            request.add_header("Authorization", f"Bearer {token}")
-        try:
-            with urllib.request.urlopen(request, timeout=30) as response:  # noqa: S310
-                status, headers, payload = response.status, dict(response.headers), response.read()
-        except urllib.error.HTTPError as error:
-            status, headers, payload = error.code, dict(error.headers), error.read()
-        parsed = json.loads(payload) if payload else None
-        return Reply(status, {k.lower(): v for k, v in headers.items()}, parsed)
-
-    def user(self, *, admin: bool = False) -> tuple[dict[str, Any], str]:
-        name = f"u{uuid.uuid4().hex[:10]}"
-        created = self.call(
-            "POST",
-            "/users",
-            {"email": f"{name}@example.com", "username": name, "password": "password-123"},
-        )
-        assert created.status == 201, created.body
-        if admin:
-            _grant_admin(created.body["id"])
-        token = self.call("POST", "/auth/token", {"login": name, "password": "password-123"})
-        assert token.status == 200, token.body
-        return created.body, token.body["access_token"]
-
-
-_live_url: str = ""
-
-
-def _grant_admin(user_id: int) -> None:
-    engine = create_engine(_live_url, poolclass=NullPool)
-    with engine.begin() as conn:
-        conn.execute(text("UPDATE users SET is_admin = true WHERE id = :id"), {"id": user_id})
-    engine.dispose()
-
-
-def _start_gateway(env: dict[str, str]) -> tuple[Any, str, dict[str, str | None]]:
-    from local.gateway import Gateway
-
-    saved = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)  # the worker processes inherit it when they start
-    gateway = Gateway(("127.0.0.1", 0), workers=2)
-    threading.Thread(target=gateway.serve_forever, daemon=True).start()
-    return gateway, f"http://127.0.0.1:{gateway.server_address[1]}", saved
-
-
-def _stop_gateway(gateway: Any, saved: dict[str, str | None]) -> None:
-    gateway.shutdown()
-    gateway.server_close()
-    for key, value in saved.items():
-        if value is None:
-            os.environ.pop(key, None)
-        else:
-            os.environ[key] = value
-
-
-@pytest.fixture(scope="module")
-def http(pg_admin_url: str) -> Iterator[Http]:
-    global _live_url  # noqa: PLW0603 - the module's database, for admin grants
-    name = f"blog_live_{uuid.uuid4().hex[:8]}"
-    _live_url = create_database(pg_admin_url, name)
-    migrate(_live_url)
-    gateway, base, saved = _start_gateway(
-        {"DATABASE_URL": _live_url, "JWT_SIGNING_KEY": TEST_SIGNING_KEY}
-    )
-    try:
-        yield Http(base)
-    finally:
-        _stop_gateway(gateway, saved)
-        drop_database(pg_admin_url, name)
 
 
 # --- the authorization matrix -----------------------------------------------------------------
@@ -279,17 +174,18 @@ def test_error_statuses_have_the_standard_body(http: Http) -> None:
 
 
 def test_unreachable_database_is_503_with_retry_after(pg_admin_url: str) -> None:
-    gateway, base, saved = _start_gateway(
+    nowhere = "postgresql+pg8000://postgres@127.0.0.1:9/nowhere"
+    gateway, base, saved = start_gateway(
         {
-            "DATABASE_URL": "postgresql+pg8000://postgres@127.0.0.1:9/nowhere",
+            "DATABASE_URL": nowhere,
             "DB_CONNECT_TIMEOUT": "1",
             "JWT_SIGNING_KEY": TEST_SIGNING_KEY,
         }
     )
     try:
-        reply = Http(base).call("GET", "/posts")
+        reply = Http(base, nowhere).call("GET", "/posts")
     finally:
-        _stop_gateway(gateway, saved)
+        stop_gateway(gateway, saved)
     assert reply.status == 503
     assert int(reply.headers["retry-after"]) > 0
     assert reply.body["error"]["code"] == "service_unavailable"
