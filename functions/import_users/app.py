@@ -21,7 +21,7 @@ from pydantic import ValidationError
 from blog import services
 from blog.errors import DomainError
 from blog.http import logger, metrics, tracer
-from blog.schemas import ImportMessage
+from blog.schemas import parse_import_message
 
 # Report every failed message, even when all fail, rather than failing the whole invocation.
 processor = BatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failure=False)
@@ -34,8 +34,8 @@ class ImportFailed(Exception):
 def import_message(record: SQSRecord) -> int:
     """Validate and import one message; returns how many users it carried."""
     try:
-        message = ImportMessage.model_validate_json(record.body)
-        count = len(services.import_user_batch([u.model_dump() for u in message.users]))
+        users = parse_import_message(record.body)
+        count = len(services.import_user_batch(users))
     except ValidationError as error:
         problems = sorted(
             {".".join(map(str, e["loc"][:1] + e["loc"][2:])) or e["type"] for e in error.errors()}

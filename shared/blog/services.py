@@ -117,9 +117,13 @@ def publish_post(post_id: int, *, actor: Actor) -> Post:
 
 @retry_on_conflict()
 def import_users(rows: Iterable[Mapping[str, Any]]) -> list[int]:
-    """Upsert users on email in one statement (``email``, ``username``, ``hashed_password``)."""
+    """Upsert users on email in one transaction (``email``, ``username``, ``hashed_password``).
+
+    The rows are streamed with ``COPY`` and applied by one statement (see
+    :meth:`UserRepository.copy_upsert`); the ids come back in first-seen order.
+    """
     with transaction() as session:
-        return UserRepository(session).upsert(rows)
+        return UserRepository(session).copy_upsert(rows)
 
 
 def import_user_batch(users: Sequence[Mapping[str, Any]]) -> list[int]:
@@ -133,15 +137,14 @@ def import_user_batch(users: Sequence[Mapping[str, Any]]) -> list[int]:
     if plain:
         with transaction() as session:
             existing = UserRepository(session).hashes_by_email(u["email"] for u in plain)
-    rows = []
+    rows: list[Mapping[str, Any]] = []
     for user in users:
-        hashed = user.get("hashed_password")
-        if hashed is None:
-            stored = existing.get(normalize_email(user["email"]))
-            password = user["password"]
-            hashed = (
-                stored if stored and verify_password(stored, password) else hash_password(password)
-            )
+        if user.get("hashed_password") is not None:
+            rows.append(user)  # a row as it is: the other keys are not read
+            continue
+        stored = existing.get(normalize_email(user["email"]))
+        password = user["password"]
+        hashed = stored if stored and verify_password(stored, password) else hash_password(password)
         rows.append(
             {"email": user["email"], "username": user["username"], "hashed_password": hashed}
         )

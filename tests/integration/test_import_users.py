@@ -191,6 +191,37 @@ def test_messages_touching_one_user_apply_in_message_order(queues: Queues) -> No
     assert verify_password(hashed, "password-2")
 
 
+def test_a_message_repeating_an_email_keeps_its_last_row(queues: Queues) -> None:
+    queues.send(
+        {
+            "users": [
+                user("rep", password="password-1"),
+                user("other", password="password-2"),
+                {"email": "REP@example.com", "username": "rep-last", "password": "password-3"},
+            ]
+        }
+    )
+    assert queues.poll_once()[1] == []
+    users = stored_users()
+    assert set(users) == {"rep@example.com", "other@example.com"}
+    assert users["rep@example.com"][0] == "rep-last"
+    assert verify_password(users["rep@example.com"][1], "password-3")
+
+
+def test_unusual_but_valid_emails_arrive_as_sent(queues: Queues) -> None:
+    emails = ["😀@exämple.org", "back\\slash@example.com", 'quo"te,comma@example.com']
+    queues.send(
+        {
+            "users": [
+                {"email": email, "username": f"odd{n}", "password": "password-1"}
+                for n, email in enumerate(emails)
+            ]
+        }
+    )
+    assert queues.poll_once()[1] == []
+    assert set(stored_users()) == set(emails)
+
+
 def test_ten_thousand_users_in_one_message(queues: Queues) -> None:
     # 10,000 users with hashes are ~1.5 MB, over SQS's 1 MiB message limit, so this event is
     # built directly, as the Lambda service would deliver such a message.

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from sqlalchemy import event, select
+from sqlalchemy import event, select, text
 from sqlalchemy.exc import InvalidRequestError
 
 from blog import db as layer_db
@@ -233,6 +233,127 @@ def test_upsert_with_username_of_another_email_is_a_duplicate() -> None:
         with layer_db.transaction() as session:
             UserRepository(session).upsert([user_values(email="b@example.com", username="taken")])
     assert caught.value.details == {"field": "username"}
+
+
+def test_copy_upsert_inserts_new_and_updates_existing_on_email() -> None:
+    existing = make_user(email="keep@example.com", username="oldname")
+    new_hash = existing.hashed_password + "x"
+    rows = [
+        user_values(email="fresh@example.com"),
+        {"email": " KEEP@example.com", "username": "NewName", "hashed_password": new_hash},
+    ]
+    with layer_db.transaction() as session:
+        ids = UserRepository(session).copy_upsert(rows)
+    assert ids[1] == existing.id
+    with layer_db.transaction() as session:
+        repo = UserRepository(session)
+        kept = repo.get(existing.id)
+        assert (kept.username, kept.hashed_password) == ("newname", new_hash)
+        assert repo.get_by_email("fresh@example.com").id == ids[0]
+        assert repo.count() == 2
+
+
+def test_copy_upsert_collapses_repeated_emails_to_the_last_row_at_the_first_place() -> None:
+    rows = [
+        user_values(email="same@example.com", username="name0"),
+        user_values(email="other@example.com"),
+        user_values(email="SAME@example.com", username="name2"),
+    ]
+    with layer_db.transaction() as session:
+        repo = UserRepository(session)
+        ids = repo.copy_upsert(rows)
+        assert len(ids) == 2
+        assert ids[0] < ids[1]  # inserted in first-seen order
+        assert repo.get(ids[0]).username == "name2"
+
+
+def test_copy_upsert_with_username_of_another_email_is_a_duplicate_and_writes_nothing() -> None:
+    make_user(email="a@example.com", username="taken")
+    rows = [user_values(email="first@example.com"), user_values(username="taken")]
+    with pytest.raises(DuplicateError) as caught:
+        with layer_db.transaction() as session:
+            UserRepository(session).copy_upsert(rows)
+    assert caught.value.details == {"field": "username"}
+    with layer_db.transaction() as session:
+        assert UserRepository(session).count() == 1
+
+
+def test_copy_upsert_applies_rows_in_order() -> None:
+    # The second row takes the username the first gives up: fine in this order only.
+    make_user(email="a@example.com", username="old-a")
+    make_user(email="b@example.com", username="old-b")
+    freed_first = [
+        user_values(email="a@example.com", username="new-a"),
+        user_values(email="b@example.com", username="old-a"),
+    ]
+    with pytest.raises(DuplicateError):
+        with layer_db.transaction() as session:
+            UserRepository(session).copy_upsert(freed_first[::-1])
+    with layer_db.transaction() as session:
+        UserRepository(session).copy_upsert(freed_first)
+        names = session.execute(select(User.email, User.username).order_by(User.email)).all()
+    assert [tuple(r) for r in names] == [("a@example.com", "new-a"), ("b@example.com", "old-a")]
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["tab\there", "line\nfeed", "cr\rlf", "back\\slash", "\\n", "\\.", "\\", "é😀ж", 'a,"b";c'],
+)
+def test_copy_upsert_stores_any_text_as_given(text: str) -> None:
+    row = {"email": f"{text}@example.com", "username": f"u{text}", "hashed_password": f"h{text}"}
+    with layer_db.transaction() as session:
+        id_, _ = UserRepository(session).copy_upsert([row, user_values()])
+        stored = session.execute(
+            select(User.email, User.username, User.hashed_password).where(User.id == id_)
+        ).one()
+    assert tuple(stored) == (row["email"], row["username"], row["hashed_password"])
+
+
+@pytest.mark.parametrize("bad", ["nul\x00", "surrogate\ud800"])
+def test_copy_upsert_refuses_text_postgresql_cannot_store(bad: str) -> None:
+    with pytest.raises(ValidationError):
+        with layer_db.transaction() as session:
+            UserRepository(session).copy_upsert([user_values(hashed_password=bad)])
+    with layer_db.transaction() as session:
+        assert UserRepository(session).count() == 0
+
+
+def test_copy_upsert_leaves_an_unchanged_row_alone() -> None:
+    user = make_user()
+    same = {"email": user.email, "username": user.username, "hashed_password": user.hashed_password}
+    location = select(User.__table__.c.id, text("ctid::text")).where(User.id == user.id)
+    with layer_db.transaction() as session:
+        before = session.execute(location).one()
+        assert UserRepository(session).copy_upsert([same]) == [user.id]
+        assert session.execute(location).one() == before  # no new row version
+        UserRepository(session).copy_upsert([{**same, "username": "changed"}])
+        assert session.execute(location).one() != before
+
+
+def test_copy_upsert_twice_in_one_transaction_and_after_a_failure() -> None:
+    make_user(username="taken")
+    with layer_db.transaction() as session:
+        repo = UserRepository(session)
+        first = repo.copy_upsert([user_values()])
+        with pytest.raises(DuplicateError), layer_db.savepoint(session):
+            repo.copy_upsert([user_values(username="taken")])
+        second = repo.copy_upsert([user_values(), user_values()])
+        assert repo.copy_upsert([]) == []
+    assert len(first + second) == len(set(first + second)) == 3
+
+
+def test_copy_upsert_is_a_fixed_number_of_statements() -> None:
+    counter = StatementCounter()
+    rows = [user_values(hashed_password="h") for _ in range(500)]
+    with layer_db.transaction() as session:
+        event.listen(session.connection(), "before_cursor_execute", counter)
+        try:
+            UserRepository(session).copy_upsert(rows)
+        finally:
+            event.remove(session.connection(), "before_cursor_execute", counter)
+    # CREATE TEMPORARY TABLE, INSERT … SELECT, the ids, DROP TABLE (the COPY is the driver's)
+    assert len(counter.statements) == 4
+    assert not any("example.com" in statement for statement in counter.statements)
 
 
 # --- posts ---------------------------------------------------------------------------------------

@@ -235,3 +235,53 @@ def test_import_users_is_all_or_nothing_on_a_conflicting_username() -> None:
     with pytest.raises(DuplicateError):
         services.import_users([user_values(), user_values(email="b@example.com", username="taken")])
     assert _counts() == (1, 0)
+
+
+def _stored(email: str) -> tuple[object, ...]:
+    with layer_db.transaction() as session:
+        row = session.execute(
+            select(User.id, User.username, User.hashed_password, User.updated_at).where(
+                User.email == email
+            )
+        ).one()
+    return tuple(row)
+
+
+@pytest.mark.usefixtures("committed_db")
+def test_import_touches_updated_at_only_when_something_changed() -> None:
+    # Committed transactions each, so now() moves on between them.
+    batch = [{"email": "Imp@example.com", "username": "imp", "password": "password-1"}]
+    services.import_user_batch(batch)
+    first = _stored("imp@example.com")
+    services.import_user_batch(batch)  # redelivered: the password still verifies, no rehash
+    assert _stored("imp@example.com") == first
+    services.import_user_batch([{**batch[0], "username": "imp2"}])
+    renamed = _stored("imp@example.com")
+    assert renamed[:3] == (first[0], "imp2", first[2])
+    assert renamed[3] > first[3]  # type: ignore[operator]
+
+
+@pytest.mark.usefixtures("committed_db")
+def test_concurrent_imports_of_one_new_user_both_succeed() -> None:
+    # ON CONFLICT waits for the other transaction, then updates: no duplicate error either way.
+    barrier = threading.Barrier(2)
+    errors: list[Exception] = []
+    hashed = user_values()["hashed_password"]
+
+    def run(name: str) -> None:
+        row = {"email": "both@example.com", "username": name, "hashed_password": hashed}
+        rows = [user_values(), row, user_values()]
+        barrier.wait()
+        try:
+            services.import_users(rows)
+        except Exception as error:  # reported below
+            errors.append(error)
+
+    threads = [threading.Thread(target=run, args=(name,)) for name in ("first", "second")]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    assert _stored("both@example.com")[1] in {"first", "second"}
+    assert _counts() == (5, 0)

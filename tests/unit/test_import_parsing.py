@@ -1,0 +1,147 @@
+"""The import's fast paths agree with their references: message parsing, COPY text encoding."""
+
+from __future__ import annotations
+
+import json
+from typing import Any, NotRequired, get_args, get_origin, get_type_hints
+
+import pytest
+from pydantic import TypeAdapter, ValidationError
+
+from blog import schemas
+from blog.repositories import copy_text
+from blog.schemas import (
+    IMPORT_MAX_USERS,
+    ImportedUser,
+    ImportedUserData,
+    ImportMessage,
+    parse_import_message,
+)
+from blog.security import hash_password
+
+HASH = hash_password("imported-password")
+
+
+def _reference(body: str) -> list[dict[str, Any]] | list[tuple[Any, ...]]:
+    """What ImportMessage makes of ``body``: the users, or the errors it raises."""
+    try:
+        return [u.model_dump() for u in ImportMessage.model_validate_json(body).users]
+    except ValidationError as error:
+        return [(e["type"], e["loc"], e["msg"]) for e in error.errors()]
+
+
+def _fast(body: str) -> list[dict[str, Any]] | list[tuple[Any, ...]]:
+    try:
+        users = parse_import_message(body)
+    except ValidationError as error:
+        return [(e["type"], e["loc"], e["msg"]) for e in error.errors()]
+    # ImportMessage dumps both secrets; the plain data leaves out what the message left out.
+    return [{"password": None, "hashed_password": None, **u} for u in users]
+
+
+VALID = [
+    {"email": "a@example.com", "username": "alice", "password": "password-1"},
+    {"email": "  Bob@Example.COM ", "username": "Bob_2", "hashed_password": HASH},
+    {"email": "c@example.com", "username": "c.c-c", "password": "p" * 256, "hashed_password": None},
+    {"email": "😀@exämple.org", "username": "emoji", "hashed_password": HASH, "password": None},
+]
+
+BODIES = [
+    {"users": VALID},
+    {"users": VALID * 3},  # repeated emails are the import's business, not the parser's
+    {"users": []},
+    {"users": [{**VALID[0], "password": "short"}]},
+    {"users": [{**VALID[0], "hashed_password": HASH}]},  # both secrets
+    {"users": [{"email": "d@example.com", "username": "dave"}]},  # no secret
+    {"users": [{**VALID[0], "password": None}]},  # null secret only
+    {"users": [{**VALID[1], "hashed_password": "$argon2i$v=19$m=1,t=1,p=1$abc$def"}]},
+    {"users": [{**VALID[1], "hashed_password": HASH + "\n"}]},
+    {"users": [{**VALID[0], "email": "not-an-email"}]},
+    {"users": [{**VALID[0], "email": "tab\t@example.com"}]},
+    {"users": [{**VALID[0], "email": "a@example.com\x1c"}]},  # str.strip() would eat this one
+    {"users": [{**VALID[0], "email": " " * 250 + "a@example.com"}]},  # too long before stripping
+    {"users": [{**VALID[0], "username": "-bad"}]},
+    {"users": [{**VALID[0], "username": "ab"}]},
+    {"users": [{**VALID[0], "password": "password\x00"}]},
+    {"users": [{**VALID[0], "extra": 1}]},
+    {"users": [{**VALID[0], "email": 5}]},  # strict: no coercion
+    {"users": VALID, "more": True},
+    {"users": "nope"},
+    {"users": [VALID[0]] * (IMPORT_MAX_USERS + 1)},
+    [],
+    "users",
+]
+
+
+@pytest.mark.parametrize("body", [json.dumps(b) for b in BODIES], ids=range(len(BODIES)))
+def test_parse_import_message_agrees_with_the_model(body: str) -> None:
+    assert _fast(body) == _reference(body)
+
+
+@pytest.mark.parametrize("body", ['{"users": [', "", "null", '{"users": [{"email": "\\ud800"}]}'])
+def test_parse_import_message_agrees_on_broken_json(body: str) -> None:
+    assert _fast(body) == _reference(body)
+
+
+def test_a_valid_message_takes_the_fast_path(monkeypatch: pytest.MonkeyPatch) -> None:
+    class NoModel:
+        @staticmethod
+        def model_validate_json(body: str) -> None:
+            raise AssertionError("validated twice")
+
+    monkeypatch.setattr(schemas, "ImportMessage", NoModel)
+    assert len(parse_import_message(json.dumps({"users": VALID}))) == len(VALID)
+
+
+def test_parse_import_message_normalizes_as_the_model() -> None:
+    users = parse_import_message(json.dumps({"users": VALID[1:2]}))
+    assert users == [{"email": "bob@example.com", "username": "bob_2", "hashed_password": HASH}]
+
+
+def test_the_plain_data_has_the_fields_and_types_of_the_model() -> None:
+    # parse_import_message trusts ImportedUserData to validate as ImportedUser does: the same
+    # field types, and _one_secret as the only model-level check (re-done by the function).
+    model = get_type_hints(ImportedUser, include_extras=True)
+    data = {
+        name: get_args(hint)[0] if get_origin(hint) is NotRequired else hint
+        for name, hint in get_type_hints(ImportedUserData, include_extras=True).items()
+    }
+    assert {name: model[name] for name in ImportedUser.model_fields} == data
+    required = TypeAdapter(ImportedUserData).json_schema()["required"]
+    assert required == ImportedUser.model_json_schema()["required"]
+    assert set(ImportedUser.__pydantic_decorators__.model_validators) == {"_one_secret"}
+    assert not ImportedUser.__pydantic_decorators__.field_validators
+
+
+# --- copy_text -----------------------------------------------------------------------------------
+
+
+def test_copy_text_writes_tab_separated_lines() -> None:
+    assert copy_text([("1", "a@example.com", "alice"), ("2", "b", "c")]) == (
+        b"1\ta@example.com\talice\n2\tb\tc\n"
+    )
+    assert copy_text([]) == b""
+
+
+@pytest.mark.parametrize(
+    ("value", "encoded"),
+    [
+        ("tab\there", b"tab\\there"),
+        ("line\nfeed", b"line\\nfeed"),
+        ("carriage\rreturn", b"carriage\\rreturn"),
+        ("back\\slash", b"back\\\\slash"),
+        ("\\N", b"\\\\N"),
+        ("\\.", b"\\\\."),
+        ("é😀", "é😀".encode()),
+        (None, b"\\N"),
+    ],
+)
+def test_copy_text_escapes_what_copy_would_read_otherwise(
+    value: str | None, encoded: bytes
+) -> None:
+    assert copy_text([("x", value), ("y", "plain")]) == b"x\t" + encoded + b"\ny\tplain\n"
+
+
+def test_copy_text_refuses_a_lone_surrogate() -> None:
+    with pytest.raises(UnicodeEncodeError):
+        copy_text([("\ud800",)])
