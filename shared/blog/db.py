@@ -151,6 +151,22 @@ def _server_field(error: BaseException, key: str) -> str | None:
     return None
 
 
+class _Connection(pg8000.dbapi.Connection):  # type: ignore[misc] # pg8000 has no type hints
+    """pg8000's DBAPI connection, ending transactions in one round trip instead of three.
+
+    pg8000 sends COMMIT and ROLLBACK like parameterized statements (parse, describe, execute:
+    a round trip each); as a simple query each takes one. Every request ends a transaction on a
+    fresh connection, so this takes two of its round trips off each request.
+    """
+
+    def commit(self) -> None:
+        self.execute_simple("commit")
+
+    def rollback(self) -> None:
+        if self._in_transaction:
+            self.execute_simple("rollback")
+
+
 def _open_connection(credentials: Credentials) -> pg8000.dbapi.Connection:
     settings = get_settings()
     try:
@@ -163,7 +179,7 @@ def _open_connection(credentials: Credentials) -> pg8000.dbapi.Connection:
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
     try:
-        connection = pg8000.dbapi.connect(
+        connection = _Connection(
             user=credentials.user,
             password=credentials.password,
             host=credentials.host,  # used for the TLS server name check

@@ -1,0 +1,200 @@
+"""The targets, and the one table of ``make bench`` built from the measurements."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, Final
+
+from benchmarks.harness import COMPARED, ROUTE_LABELS
+
+#: The goals of the performance issue; evaluated and printed, never enforced.
+TARGETS: Final = {
+    "warm_vs_floor": 1.15,  # layer median at most this times the raw driver's
+    "warm_vs_fastapi": 0.8,  # ... and at most this times FastAPI's
+    "cold_vs_fastapi": 0.6,
+    "import_vs_copy": 0.3,  # at least
+    "statements_max": 4,
+    "rss_mib": 70.0,
+    "layer_mb": 40.0,
+}
+
+HEADERS: Final = ("measure", "case", "layer", "compared with", "ratio", "target", "result")
+Row = tuple[str, str, str, str, str, str, str]
+
+
+def _verdict(ok: bool) -> str:
+    return "PASS" if ok else "FAIL"
+
+
+def _warm(warm: dict[str, Any]) -> list[Row]:
+    floor_t, fastapi_t = TARGETS["warm_vs_floor"], TARGETS["warm_vs_fastapi"]
+    out: list[Row] = []
+    for stat, label in (("median_ms", "warm median ms"), ("p99_ms", "warm p99 ms")):
+        for route in COMPARED:
+            r = warm[route]
+            layer, floor, fastapi = (r[v][stat] for v in ("layer", "floor", "fastapi"))
+            judged = stat == "median_ms"
+            ok = layer / floor <= floor_t and layer / fastapi <= fastapi_t
+            out.append(
+                (
+                    label,
+                    ROUTE_LABELS[route],
+                    f"{layer:.2f}",
+                    f"floor {floor:.2f} | FastAPI {fastapi:.2f}",
+                    f"{layer / floor:.2f}x | {layer / fastapi:.2f}x",
+                    f"<= {floor_t}x | <= {fastapi_t}x" if judged else "",
+                    _verdict(ok) if judged else "",
+                )
+            )
+    return out
+
+
+def _cold(cold: dict[str, Any]) -> list[Row]:
+    target = TARGETS["cold_vs_fastapi"]
+    out: list[Row] = []
+    for route in COMPARED:
+        r = cold[route]
+        layer, fastapi = r["layer"], r["fastapi"]
+        out.append(
+            (
+                "cold start ms",
+                f"{ROUTE_LABELS[route]} (import + 1st call)",
+                f"{layer['median_ms']:.0f} ({layer['import_ms']:.0f} + "
+                f"{layer['first_invoke_ms']:.0f})",
+                f"FastAPI {fastapi['median_ms']:.0f} ({fastapi['import_ms']:.0f} + "
+                f"{fastapi['first_invoke_ms']:.0f})",
+                f"{r['ratio']:.2f}x",
+                f"<= {target}x",
+                _verdict(r["ratio"] <= target),
+            )
+        )
+    return out
+
+
+def _imports(imports: dict[str, Any]) -> list[Row]:
+    target = TARGETS["import_vs_copy"]
+    copy = imports["copy"]
+    out: list[Row] = []
+    for label, case in imports["cases"].items():
+        judged = label in imports["judged"]
+        out.append(
+            (
+                "import rows/s",
+                f"{label} ({imports['users']:,} users)",
+                f"{case['rows_per_s']:,.0f}",
+                f"COPY {copy['rows_per_s']:,.0f}",
+                f"{case['vs_copy']:.2f}x",
+                f">= {target}x" if judged else "",
+                _verdict(case["vs_copy"] >= target) if judged else "",
+            )
+        )
+    return out
+
+
+def _statements(statements: dict[str, Any]) -> list[Row]:
+    limit = TARGETS["statements_max"]
+    out: list[Row] = []
+    for route, r in statements["lists"].items():
+        sizes = r["by_page_size"]
+        out.append(
+            (
+                "SQL statements",
+                f"{ROUTE_LABELS[route]} page size {' / '.join(map(str, sizes))}",
+                " / ".join(str(sizes[size]["wire"]) for size in sizes),
+                "items "
+                + " / ".join(str(sizes[size]["items"]) for size in sizes)
+                + "; round trips "
+                + " / ".join(str(sizes[size]["round_trips"]) for size in sizes),
+                "",
+                f"equal, <= {limit}",
+                _verdict(r["constant"] and r["max"] <= limit),
+            )
+        )
+    return out
+
+
+def _memory(memory: dict[str, Any]) -> list[Row]:
+    limit = TARGETS["rss_mib"]
+    out: list[Row] = []
+    for route in (route for route in COMPARED if route in memory):
+        layer, fastapi = memory[route]["layer"], memory[route]["fastapi"]
+        out.append(
+            (
+                "peak RSS MiB",
+                f"{ROUTE_LABELS[route]} ({layer['invocations']} calls)",
+                f"{layer['maxrss_mib']:.1f}",
+                f"FastAPI {fastapi['maxrss_mib']:.1f}",
+                f"{layer['maxrss_mib'] / fastapi['maxrss_mib']:.2f}x",
+                f"<= {limit:.0f}",
+                _verdict(layer["maxrss_mib"] <= limit),
+            )
+        )
+    return out
+
+
+def _sizes(sizes: dict[str, Any]) -> list[Row]:
+    limit = TARGETS["layer_mb"]
+    layer_mb = sizes["layer"]["bytes"] / 1e6
+    compared = []
+    if "host_layer" in sizes:
+        compared.append(f"host build {sizes['host_layer']['bytes'] / 1e6:.1f}")
+    if "fastapi_layer" in sizes:
+        compared.append(f"FastAPI deps {sizes['fastapi_layer']['bytes'] / 1e6:.1f}")
+    return [
+        (
+            "layer MB unzipped",
+            sizes["layer"]["source"],
+            f"{layer_mb:.1f}",
+            " | ".join(compared),
+            "",
+            f"<= {limit:.0f}",
+            _verdict(layer_mb <= limit),
+        )
+    ]
+
+
+SECTIONS: Final[dict[str, Callable[[dict[str, Any]], list[Row]]]] = {
+    "warm": _warm,
+    "cold": _cold,
+    "import": _imports,
+    "statements": _statements,
+    "memory": _memory,
+    "sizes": _sizes,
+}
+
+
+def rows(results: dict[str, Any]) -> list[Row]:
+    """The table's rows, from whichever parts were measured."""
+    return [
+        row
+        for key, section in SECTIONS.items()
+        if results.get(key)
+        for row in section(results[key])
+    ]
+
+
+def table(results: dict[str, Any]) -> str:
+    """The whole report: a header line, the table, and the notes."""
+    body = rows(results)
+    widths = [max(len(row[i]) for row in [HEADERS, *body]) for i in range(len(HEADERS))]
+    line = "  ".join("-" * w for w in widths)
+
+    def render(row: tuple[str, ...]) -> str:
+        return "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
+
+    lines = [results["meta"]["summary"], "", render(HEADERS), line]
+    previous = None
+    for row in body:
+        if previous is not None and row[0] != previous:
+            lines.append("")
+        lines.append(render(row))
+        previous = row[0]
+    lines.append(line)
+    lines.extend(results["meta"].get("notes", []))
+    return "\n".join(lines)
+
+
+def verdicts(results: dict[str, Any]) -> dict[str, int]:
+    """How many targets passed and failed."""
+    judged = [row[6] for row in rows(results) if row[6]]
+    return {"PASS": judged.count("PASS"), "FAIL": judged.count("FAIL")}
