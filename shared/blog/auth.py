@@ -7,9 +7,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, Final
 
-import jwt
-
-from blog.config import get_settings
+from blog.config import get_settings, trace_aws_sdk
 from blog.errors import AuthenticationError
 
 ALGORITHM: Final = "HS256"
@@ -32,6 +30,7 @@ def signing_key(*, refresh: bool = False) -> bytes:
     elif settings.jwt_secret_arn:
         from aws_lambda_powertools.utilities import parameters
 
+        trace_aws_sdk()
         key = str(
             parameters.get_secret(
                 settings.jwt_secret_arn, force_fetch=refresh, max_age=settings.db_secret_max_age
@@ -47,6 +46,8 @@ def signing_key(*, refresh: bool = False) -> bytes:
 
 def issue_token(user_id: int) -> tuple[str, int]:
     """A signed access token for ``user_id`` and its lifetime in seconds."""
+    import jwt  # on first use: most functions never issue nor verify a token
+
     settings = get_settings()
     now = int(time.time())
     claims = {
@@ -66,6 +67,8 @@ def verify_token(token: str) -> Claims:
 
     Only HS256 is accepted, so ``alg: none`` and RS/HS confusion are refused before any check.
     """
+    import jwt
+
     settings = get_settings()
     try:
         claims: dict[str, Any] = jwt.decode(

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import os
 from enum import StrEnum
 from functools import lru_cache
+from typing import Any
 
-from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 
 class SSLMode(StrEnum):
@@ -17,8 +18,12 @@ class SSLMode(StrEnum):
     VERIFY_FULL = "verify-full"
 
 
-class Settings(BaseSettings):
+class Settings(BaseModel):
     """Database and security settings.
+
+    Each field is read from the environment variable of the same name (in any case); values
+    given to the constructor take precedence. A value that does not validate fails start-up with
+    the field's name (never its value).
 
     The database needs ``DATABASE_URL`` (local work, tests) or ``DB_SECRET_ARN`` (AWS: a Secrets
     Manager secret in the RDS format); ``DB_HOST``/``DB_PORT``/``DB_NAME`` override the secret's
@@ -26,7 +31,7 @@ class Settings(BaseSettings):
     database instance.
     """
 
-    model_config = SettingsConfigDict(frozen=True, extra="ignore", case_sensitive=False)
+    model_config = ConfigDict(frozen=True, extra="ignore", hide_input_in_errors=True)
 
     database_url: str | None = Field(default=None, repr=False)
     db_secret_arn: str | None = None
@@ -60,6 +65,16 @@ class Settings(BaseSettings):
     page_size_default: int = Field(default=20, ge=1, le=100)
     page_size_max: int = Field(default=100, ge=1, le=1000)
 
+    @model_validator(mode="before")
+    @classmethod
+    def _from_environment(cls, data: Any) -> Any:
+        """The environment's values under the given ones (variable names in any case)."""
+        if not isinstance(data, dict):
+            return data
+        fields = cls.model_fields
+        found = {name.lower(): value for name, value in os.environ.items()}
+        return {**{name: found[name] for name in fields if name in found}, **data}
+
     def require_database(self) -> None:
         """Fail with a clear message when no database is configured (checked on first connect)."""
         if not self.database_url and not self.db_secret_arn:
@@ -72,3 +87,15 @@ class Settings(BaseSettings):
 def get_settings() -> Settings:
     """The process-wide settings, read on first use so tests can set the environment first."""
     return Settings()
+
+
+@lru_cache(maxsize=1)
+def trace_aws_sdk() -> None:
+    """Have X-Ray trace the AWS SDK (a no-op where tracing is off); call before its first use.
+
+    Patching botocore imports it, which costs a cold start tens of milliseconds: a process pays
+    that only when it calls AWS (a secret to fetch), not at start-up.
+    """
+    from aws_lambda_powertools import Tracer
+
+    Tracer(auto_patch=False).patch(("botocore",))

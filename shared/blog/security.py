@@ -8,15 +8,19 @@ from __future__ import annotations
 
 import re
 from functools import lru_cache
-
-from argon2 import PasswordHasher, Type
-from argon2.exceptions import InvalidHashError, VerificationError
+from typing import TYPE_CHECKING
 
 from blog.config import get_settings
+
+if TYPE_CHECKING:
+    from argon2 import PasswordHasher
 
 
 @lru_cache(maxsize=1)
 def _hasher() -> PasswordHasher:
+    # argon2 is imported on first use: most functions never hash nor check a password.
+    from argon2 import PasswordHasher, Type
+
     settings = get_settings()
     return PasswordHasher(
         time_cost=settings.argon2_time_cost,
@@ -33,8 +37,11 @@ def hash_password(password: str) -> str:
 
 def verify_password(hashed: str, password: str) -> bool:
     """Whether ``password`` matches ``hashed``, compared in constant time; False for a bad hash."""
+    from argon2.exceptions import InvalidHashError, VerificationError
+
+    hasher = _hasher()
     try:
-        return _hasher().verify(hashed, password)
+        return hasher.verify(hashed, password)
     except (VerificationError, InvalidHashError):
         return False
 
