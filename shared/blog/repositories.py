@@ -5,7 +5,9 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Final, Generic, TypeVar
+from functools import lru_cache
+from operator import itemgetter
+from typing import TYPE_CHECKING, Any, Final, Generic, TypeVar
 
 from sqlalchemy import (
     Column,
@@ -30,6 +32,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import JSONB, aggregate_order_by
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.orm import Session, selectinload
+from sqlalchemy.schema import CreateTable, DropTable
 
 from blog.config import get_settings
 from blog.errors import ValidationError
@@ -42,6 +45,9 @@ from blog.models import (
     normalize_email,
     normalize_username,
 )
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import Dialect
 
 ModelT = TypeVar("ModelT", bound=Base)
 
@@ -265,7 +271,8 @@ class UserRepository(Repository[User]):
 
         The rows go into a temporary table of the transaction (text ``COPY``, every value
         escaped, never part of the SQL), then into ``users`` with one ``INSERT … SELECT …
-        ON CONFLICT (email) DO UPDATE`` in input order; the table is dropped at once. As with
+        ON CONFLICT (email) DO UPDATE`` in input order, which also gives the ids (looked up
+        by email for the rows it did not write); the table is dropped at once. As with
         :meth:`upsert`, repeated emails collapse to the last row (at the first one's place), a
         username taken by another email raises ``DuplicateError``, ``updated_at`` changes only
         with the row, and applying the same rows twice is idempotent; moreover a row that would
@@ -275,30 +282,36 @@ class UserRepository(Repository[User]):
         Behind RDS Proxy, a temporary table pins the client connection to its database
         connection until it closes: with NullPool, until the end of the unit of work.
         """
-        by_email: dict[str, tuple[str, str]] = {}
-        for row in rows:  # later rows win, first position kept
-            by_email[normalize_email(row["email"])] = (
-                normalize_username(row["username"]),
-                row["hashed_password"],
-            )
-        if not by_email:
+        rows = rows if isinstance(rows, list) else list(rows)
+        emails = list(map(normalize_email, map(itemgetter("email"), rows)))
+        usernames = list(map(normalize_username, map(itemgetter("username"), rows)))
+        hashes: list[str] = list(map(itemgetter("hashed_password"), rows))
+        if len(set(emails)) != len(emails):
+            by_email: dict[str, tuple[str, str]] = {}
+            for email, username, hashed in zip(emails, usernames, hashes, strict=True):
+                by_email[email] = (username, hashed)  # later rows win, first position kept
+            emails = list(by_email)
+            usernames, hashes = (list(column) for column in zip(*by_email.values(), strict=True))
+        if not emails:
             return []
-        data = copy_text(
-            [(str(n), email, *rest) for n, (email, rest) in enumerate(by_email.items())]
-        )
+        count = len(emails)
+        data = copy_text(list(zip(map(str, range(count)), emails, usernames, hashes, strict=True)))
         connection = self.session.connection()
-        _STAGING.create(connection)
+        create, drop = _staging_ddl(connection.dialect)
+        connection.exec_driver_sql(create)
         cursor = connection.connection.driver_connection.cursor()  # type: ignore[union-attr]
         try:
             # pg8000 sends each item of ``stream`` as one CopyData message.
             cursor.execute(_COPY_INTO_STAGING, stream=[data])
         finally:
             cursor.close()
-        connection.execute(_UPSERT_FROM_STAGING)
-        ids: str = connection.execute(_IDS_FROM_STAGING).scalar_one()
-        _STAGING.drop(connection)
+        ids: str | None = connection.execute(_UPSERT_RETURNING_IDS).scalar_one()
+        if ids is None or ids.count(",") + 1 != count:
+            ids = connection.execute(_IDS_FROM_STAGING).scalar_one()
+        connection.exec_driver_sql(drop)
+        assert ids is not None
         result = [int(id_) for id_ in ids.split(",")]
-        assert len(result) == len(by_email)  # every row is inserted, updated or locked by now
+        assert len(result) == count  # every row is inserted, updated or locked by now
         return result
 
     def hashes_by_email(self, emails: Iterable[str]) -> dict[str, str]:
@@ -365,6 +378,14 @@ _COPY_INTO_STAGING: Final = (
 )
 
 
+@lru_cache(maxsize=4)
+def _staging_ddl(dialect: Dialect) -> tuple[str, str]:
+    """``CREATE`` and ``DROP`` of the staging table, compiled once."""
+    return str(CreateTable(_STAGING).compile(dialect=dialect)), str(
+        DropTable(_STAGING).compile(dialect=dialect)
+    )
+
+
 def _upsert_from_staging() -> Any:
     columns = ("email", "username", "hashed_password")
     source = select(*(_STAGING.c[name] for name in columns)).order_by(_STAGING.c.position)
@@ -385,12 +406,27 @@ def _upsert_from_staging() -> Any:
 
 
 _UPSERT_FROM_STAGING: Final = _upsert_from_staging()
-# The ids as one text value (parsing 10,000 result rows costs more in the driver than this join).
-_IDS_FROM_STAGING: Final = select(
-    func.string_agg(
-        User.id.cast(Text), aggregate_order_by(literal_column("','"), _STAGING.c.position)
-    )
-).select_from(_STAGING.join(User, User.email == _STAGING.c.email))
+
+
+def _ids(user_id: ColumnElement[Any]) -> Select[Any]:
+    """The ids, in the rows' order, as one text value (parsing 10,000 result rows costs more in
+    the driver than this); one look-up per row, as a join could read all of ``users``."""
+    return select(
+        func.string_agg(
+            user_id.cast(Text), aggregate_order_by(literal_column("','"), _STAGING.c.position)
+        )
+    ).select_from(_STAGING)
+
+
+_USER_ID: Final = select(User.id).where(User.email == _STAGING.c.email).scalar_subquery()
+_IDS_FROM_STAGING: Final = _ids(_USER_ID)
+# The upsert, with the ids: of the rows it wrote as it returns them, of the others (unchanged)
+# looked up. An unchanged row that a concurrent transaction committed during the statement is
+# not in its snapshot: then the ids are missing one, and _IDS_FROM_STAGING is the answer.
+_UPSERTED: Final = _UPSERT_FROM_STAGING.returning(User.id, User.email).cte("upserted")
+_UPSERT_RETURNING_IDS: Final = _ids(func.coalesce(_UPSERTED.c.id, _USER_ID)).select_from(
+    _STAGING.outerjoin(_UPSERTED, _UPSERTED.c.email == _STAGING.c.email)
+)
 
 
 class PostRepository(Repository[Post]):

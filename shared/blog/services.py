@@ -133,10 +133,10 @@ def import_user_batch(users: Sequence[Mapping[str, Any]]) -> list[int]:
     same batch applied twice leaves the database as one application did.
     """
     plain = [u for u in users if u.get("password") is not None]
-    existing: dict[str, str] = {}
-    if plain:
-        with transaction() as session:
-            existing = UserRepository(session).hashes_by_email(u["email"] for u in plain)
+    if not plain:
+        return import_users(users)  # the rows as they are: the other keys are not read
+    with transaction() as session:
+        existing = UserRepository(session).hashes_by_email(u["email"] for u in plain)
     rows: list[Mapping[str, Any]] = []
     for user in users:
         if user.get("hashed_password") is not None:

@@ -295,6 +295,59 @@ def test_copy_upsert_applies_rows_in_order() -> None:
     assert [tuple(r) for r in names] == [("a@example.com", "new-a"), ("b@example.com", "old-a")]
 
 
+def test_copy_upsert_gives_a_new_user_a_username_freed_earlier_in_the_rows() -> None:
+    # An existing user's new name frees the old one for a new user: fine in this order only.
+    existing = make_user(email="a@example.com", username="old-a")
+    freed_first = [
+        user_values(email="a@example.com", username="new-a"),
+        user_values(email="c@example.com", username="old-a"),
+    ]
+    with pytest.raises(DuplicateError):
+        with layer_db.transaction() as session:
+            UserRepository(session).copy_upsert(freed_first[::-1])
+    with layer_db.transaction() as session:
+        ids = UserRepository(session).copy_upsert(freed_first)
+        names = session.execute(select(User.id, User.username).order_by(User.email)).all()
+    assert ids[0] == existing.id
+    assert [tuple(r) for r in names] == [(existing.id, "new-a"), (ids[1], "old-a")]
+
+
+def test_copy_upsert_with_one_new_username_twice_is_a_duplicate_and_writes_nothing() -> None:
+    existing = make_user(email="a@example.com", username="old-a")
+    rows = [
+        user_values(email="a@example.com", username="same"),
+        user_values(email="b@example.com", username="same"),
+        user_values(),
+    ]
+    with pytest.raises(DuplicateError) as caught:
+        with layer_db.transaction() as session:
+            UserRepository(session).copy_upsert(rows)
+    assert caught.value.details == {"field": "username"}
+    with layer_db.transaction() as session:
+        repo = UserRepository(session)
+        assert repo.count() == 1
+        assert repo.get(existing.id).username == "old-a"
+
+
+def test_copy_upsert_mixes_new_changed_and_unchanged_rows_in_order() -> None:
+    unchanged = make_user()
+    changed = make_user()
+    same = {
+        "email": unchanged.email,
+        "username": unchanged.username,
+        "hashed_password": unchanged.hashed_password,
+    }
+    rows = [user_values(), same, {**user_values(), "email": changed.email}, user_values()]
+    with layer_db.transaction() as session:
+        repo = UserRepository(session)
+        ids = repo.copy_upsert(rows)
+        assert ids[1:3] == [unchanged.id, changed.id]
+        assert ids[0] < ids[3]  # new users numbered in input order
+        assert repo.get(changed.id).username == rows[2]["username"]
+        assert repo.get(unchanged.id).updated_at == unchanged.updated_at
+        assert repo.count() == 4
+
+
 @pytest.mark.parametrize(
     "text",
     ["tab\there", "line\nfeed", "cr\rlf", "back\\slash", "\\n", "\\.", "\\", "é😀ж", 'a,"b";c'],
@@ -351,8 +404,8 @@ def test_copy_upsert_is_a_fixed_number_of_statements() -> None:
             UserRepository(session).copy_upsert(rows)
         finally:
             event.remove(session.connection(), "before_cursor_execute", counter)
-    # CREATE TEMPORARY TABLE, INSERT … SELECT, the ids, DROP TABLE (the COPY is the driver's)
-    assert len(counter.statements) == 4
+    # CREATE TEMPORARY TABLE, INSERT … SELECT with the ids, DROP TABLE (the COPY is the driver's)
+    assert len(counter.statements) == 3
     assert not any("example.com" in statement for statement in counter.statements)
 
 

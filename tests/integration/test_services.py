@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import threading
+import time
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 
 from blog import db as layer_db
 from blog import services
@@ -259,6 +260,55 @@ def test_import_touches_updated_at_only_when_something_changed() -> None:
     renamed = _stored("imp@example.com")
     assert renamed[:3] == (first[0], "imp2", first[2])
     assert renamed[3] > first[3]  # type: ignore[operator]
+
+
+@pytest.mark.usefixtures("committed_db")
+@pytest.mark.parametrize("their_username", ["theirs", "mine"])
+def test_an_import_that_waited_for_a_concurrent_insert_of_its_email_updates_that_user(
+    their_username: str,
+) -> None:
+    # The import waits for the other transaction's uncommitted row (same email), then updates it;
+    # or, the same row, leaves it: its id is then found after the statement.
+    hashed = user_values()["hashed_password"]
+    rows = [
+        user_values(),
+        {"email": "both@example.com", "username": "mine", "hashed_password": hashed},
+    ]
+    outcome: list[object] = []
+
+    def run() -> None:
+        try:
+            outcome.append(services.import_users(rows))
+        except Exception as error:  # reported below
+            outcome.append(error)
+
+    engine = layer_db.get_engine()
+    with engine.connect() as other, engine.connect() as watcher:
+        other.execute(
+            User.__table__.insert().values(
+                email="both@example.com", username=their_username, hashed_password=hashed
+            )
+        )
+        thread = threading.Thread(target=run)
+        thread.start()
+        waiting = (
+            select(func.count())
+            .select_from(text("pg_stat_activity"))
+            .where(text("wait_event_type = 'Lock' AND query LIKE '%pg_temp.user_import%'"))
+        )
+        deadline = time.monotonic() + 10
+        while not watcher.execute(waiting).scalar_one() and time.monotonic() < deadline:
+            watcher.rollback()  # a new snapshot of pg_stat_activity next time
+            time.sleep(0.01)
+        assert time.monotonic() < deadline, "the import never waited for the other transaction"
+        other.commit()
+        thread.join()
+    [ids] = outcome
+    assert isinstance(ids, list), ids
+    theirs = _stored("both@example.com")
+    assert ids[1] == theirs[0]
+    assert theirs[1] == "mine"  # the import came last
+    assert _counts() == (2, 0)
 
 
 @pytest.mark.usefixtures("committed_db")

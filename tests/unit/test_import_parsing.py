@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import json
-from typing import Any, NotRequired, get_args, get_origin, get_type_hints
+from typing import Annotated, Any, NotRequired, get_args, get_origin, get_type_hints
 
 import pytest
-from pydantic import TypeAdapter, ValidationError
+from pydantic import AfterValidator, StringConstraints, TypeAdapter, ValidationError
 
 from blog import schemas
 from blog.repositories import copy_text
@@ -111,6 +111,33 @@ def test_the_plain_data_has_the_fields_and_types_of_the_model() -> None:
     assert required == ImportedUser.model_json_schema()["required"]
     assert set(ImportedUser.__pydantic_decorators__.model_validators) == {"_one_secret"}
     assert not ImportedUser.__pydantic_decorators__.field_validators
+
+
+def test_the_fast_path_leaves_only_the_python_validators_to_run_afterwards() -> None:
+    # parse_import_message runs them over each column itself, in the same order.
+    for name, hint in get_type_hints(ImportedUserData, include_extras=True).items():
+        raw, checks = schemas._split_checks(hint)
+        assert "AfterValidator" not in repr(raw), name
+        expected = [m.func for m in _metadata(hint) if isinstance(m, AfterValidator)]
+        assert list(checks) == expected, name
+        assert checks, name  # every field has some
+
+
+def _metadata(hint: Any) -> list[Any]:
+    while get_origin(hint) is not Annotated:
+        hint = next(a for a in get_args(hint) if a is not type(None))
+    return list(hint.__metadata__)
+
+
+def test_a_constraint_after_a_validator_cannot_be_left_to_pydantic_core() -> None:
+    late = Annotated[str, AfterValidator(str.strip), StringConstraints(max_length=3)]
+    with pytest.raises(TypeError):
+        schemas._split_checks(late)
+    with pytest.raises(TypeError):  # two options, which validators for which value?
+        schemas._split_checks(
+            Annotated[str, AfterValidator(str.strip)]
+            | Annotated[bytes, AfterValidator(bytes.strip)]
+        )
 
 
 # --- copy_text -----------------------------------------------------------------------------------
