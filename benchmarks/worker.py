@@ -153,42 +153,14 @@ def _recording() -> Iterator[dict[str, Any]]:
         record["sqlalchemy"].append(["ROLLBACK (SQLAlchemy)", None])
 
     core = pg8000.core.CoreConnection
-    originals = {
-        name: getattr(core, name)
-        for name in (
-            "execute_simple",
-            "execute_unnamed",
-            "execute_named",
-            "handle_messages",
-            "__init__",
-        )
-    }
+    original_init = core.__init__
     record["round_trips"] = 0
-    connecting = False
 
-    def wrap(name: str) -> Callable[..., Any]:
-        original = originals[name]
-
-        def recorded(self: Any, *args: Any, **kwargs: Any) -> Any:
-            nonlocal connecting
-            if name == "__init__":
-                record["connections"] += 1
-                connecting = True
-                try:
-                    return original(self, *args, **kwargs)
-                finally:
-                    connecting = False
-            if name == "handle_messages":
-                # Each waits for ReadyForQuery: one round trip (the start-up's are not counted).
-                record["round_trips"] += 0 if connecting else 1
-            else:
-                statement = kwargs.get("statement", args[-1] if name == "execute_named" else None)
-                statement = statement if statement is not None else args[0]
-                record["wire"].append(statement)
-                record["wire_calls"].append([name, statement])
-            return original(self, *args, **kwargs)
-
-        return recorded
+    def init(self: Any, *args: Any, **kwargs: Any) -> None:
+        record["connections"] += 1
+        original_init(self, *args, **kwargs)
+        # Tapped once connected: the start-up and authentication are not counted.
+        self._sock = _WireTap(self._sock, record)
 
     listeners = [
         ("before_cursor_execute", before_cursor_execute),
@@ -196,8 +168,7 @@ def _recording() -> Iterator[dict[str, Any]]:
         ("commit", on_commit),
         ("rollback", on_rollback),
     ]
-    for name in originals:
-        setattr(core, name, wrap(name))
+    core.__init__ = init
     for identifier, listener in listeners:
         sa_event.listen(engine, identifier, listener)
     try:
@@ -205,8 +176,60 @@ def _recording() -> Iterator[dict[str, Any]]:
     finally:
         for identifier, listener in listeners:
             sa_event.remove(engine, identifier, listener)
-        for name, original in originals.items():
-            setattr(core, name, original)
+        core.__init__ = original_init
+
+
+class _WireTap:
+    """A connection's socket file, recording what the client sends, whatever pg8000 method sent
+    it: each simple query (``Q``) and each statement parsed (``P``) or bound by name (``B``), as
+    ``[how, SQL]``; and the round trips, each a flush of requests followed by a wait for the
+    answer."""
+
+    def __init__(self, sock: Any, record: dict[str, Any]) -> None:
+        self._file = sock
+        self._record = record
+        self._pending = bytearray()
+        self._awaiting = False
+
+    def write(self, data: bytes) -> Any:
+        self._pending += data
+        self._messages()
+        return self._file.write(data)
+
+    def flush(self) -> Any:
+        self._awaiting = True
+        return self._file.flush()
+
+    def read(self, *args: Any) -> Any:
+        if self._awaiting:
+            self._awaiting = False
+            self._record["round_trips"] += 1
+        return self._file.read(*args)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._file, name)
+
+    def _messages(self) -> None:
+        while len(self._pending) >= 5:
+            length = int.from_bytes(self._pending[1:5], "big")
+            if len(self._pending) < 1 + length:
+                return
+            kind, body = self._pending[:1], bytes(self._pending[5 : 1 + length])
+            del self._pending[: 1 + length]
+            if kind == b"Q":
+                self._statement("execute_simple", body[:-1].decode())
+            elif kind == b"P":
+                name, _, rest = body.partition(b"\x00")
+                how = "execute_unnamed" if not name else "prepare_statement"
+                self._statement(how, rest.partition(b"\x00")[0].decode())
+            elif kind == b"B":
+                statement = body.split(b"\x00", 2)[1]
+                if statement:
+                    self._statement("execute_named", statement.decode())
+
+    def _statement(self, how: str, sql: str) -> None:
+        self._record["wire"].append(sql)
+        self._record["wire_calls"].append([how, sql])
 
 
 def _jsonable(value: Any) -> Any:

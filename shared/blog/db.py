@@ -3,8 +3,9 @@
 Lambda runs one request at a time per process, so a client-side pool only holds connections
 that RDS Proxy (or the server) would otherwise reuse; NullPool opens a connection per unit of work
 and closes it at the end. The expensive parts of a connect are done once per process instead:
-the TLS context is built once, credentials are cached, and TCP_NODELAY avoids the Nagle/delayed-ACK
-stall on the TLS handshake.
+the TLS context is built once, credentials and the SCRAM key derivation are cached, and
+TCP_NODELAY avoids the Nagle/delayed-ACK stall on the TLS handshake. After connecting, a unit of
+work that reads takes one round trip and one that writes two (see :class:`_Connection`).
 """
 
 from __future__ import annotations
@@ -13,21 +14,26 @@ import logging
 import random
 import socket
 import ssl
+import struct
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
+from datetime import datetime
 from functools import lru_cache, wraps
 from typing import Any, Final, ParamSpec, TypeVar
 
+import pg8000.converters
+import pg8000.core
 import pg8000.dbapi
+import scramp.core  # type: ignore[import-untyped]
 from sqlalchemy import Engine, create_engine
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import NullPool
 
-from blog.config import SSLMode, get_settings
+from blog.config import SSLMode, get_settings, trace_aws_sdk
 from blog.errors import (
     ConflictError,
     DatabaseError,
@@ -73,6 +79,7 @@ class Credentials:
     database: str
 
 
+@lru_cache(maxsize=4)  # parsed once, not on every connect
 def _credentials_from_url(url: str) -> Credentials:
     parsed = make_url(url)
     return Credentials(
@@ -97,6 +104,7 @@ def get_credentials(*, refresh: bool = False) -> Credentials:
         # Imported here: it pulls in boto3, which local runs with a URL never need.
         from aws_lambda_powertools.utilities import parameters
 
+        trace_aws_sdk()
         assert settings.db_secret_arn is not None  # checked by require_database()
         secret: dict[str, Any] = parameters.get_secret(
             settings.db_secret_arn,
@@ -152,19 +160,238 @@ def _server_field(error: BaseException, key: str) -> str | None:
 
 
 class _Connection(pg8000.dbapi.Connection):  # type: ignore[misc] # pg8000 has no type hints
-    """pg8000's DBAPI connection, ending transactions in one round trip instead of three.
+    """pg8000's DBAPI connection, sending what it can in fewer round trips.
 
-    pg8000 sends COMMIT and ROLLBACK like parameterized statements (parse, describe, execute:
-    a round trip each); as a simple query each takes one. Every request ends a transaction on a
-    fresh connection, so this takes two of its round trips off each request.
+    Stock pg8000 takes seven round trips for a one-statement transaction: ``BEGIN``; parse,
+    describe and bind/execute of the statement, each waiting for the server; ``COMMIT`` as a
+    parameterized statement, three more. Here:
+
+    - a statement's parse, describe, bind and execute go in one batch (the server answers them
+      in order, row description before the rows, as libpq's extended query does);
+    - ``BEGIN`` is held back and sent in front of the transaction's first statement; a
+      transaction that sends no statement sends neither ``BEGIN`` nor its end;
+    - ``COMMIT`` and ``ROLLBACK`` go as simple queries, one round trip each;
+    - the ``COMMIT`` of a transaction that ran only ``SELECT`` statements is held back too: it
+      goes out in front of the connection's next statement (waited for, as before) or, when the
+      connection closes next (NullPool: every unit of work), together with the close, without
+      waiting for an answer that could change nothing. The server commits it all the same.
+
+    So a unit of work that reads takes one round trip after connecting, one that writes two.
+    Everything is encoded before anything is written, so a value the driver cannot encode (a lone
+    surrogate) fails with nothing sent, as in pg8000. ``COPY`` (a ``stream``) and named prepared
+    statements keep pg8000's own paths.
     """
 
+    _begin_pending = False
+    _commit_pending = False
+    _wrote = False  # whether the transaction ran anything but SELECT
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.pg_types[_TIMESTAMPTZ_OID] = _timestamptz_in
+
     def commit(self) -> None:
+        if self._begin_pending:
+            self._begin_pending = False  # nothing ran: nothing to commit
+            return
+        if self._commit_pending:
+            return
+        if self._transaction_status == _IN_TRANSACTION and not self._wrote:
+            self._commit_pending = True
+            return
         self.execute_simple("commit")
 
     def rollback(self) -> None:
+        if self._begin_pending:
+            self._begin_pending = False
+            return
+        if self._commit_pending:  # committed already, as far as the caller is concerned
+            return
         if self._in_transaction:
             self.execute_simple("rollback")
+
+    def close(self) -> None:
+        if self._commit_pending and self._sock is not None:
+            self._commit_pending = False
+            self._sock.write(_COMMIT_QUERY)  # flushed with the Terminate message
+        super().close()
+
+    def execute_simple(self, statement: str) -> Any:
+        if statement == _BEGIN:  # what pg8000's cursor sends before a transaction's first statement
+            self._begin_pending = True
+            return pg8000.core.Context(statement)
+        return self._exchange(
+            _message(_QUERY, _encode(statement, self._client_encoding)), statement
+        )
+
+    def execute_unnamed(
+        self, statement: str, vals: Any = (), oids: Any = (), stream: Any = None
+    ) -> Any:
+        if stream is not None:
+            self._send_held_back()
+            self._wrote = True
+            return super().execute_unnamed(statement, vals=vals, oids=oids, stream=stream)
+        encoding = self._client_encoding
+        parse = bytearray(b"\x00")
+        parse += _encode(statement, encoding)
+        parse += _H_PACK(len(oids))
+        for oid in oids:
+            parse += _I_PACK(0 if oid == -1 else oid)
+        params = pg8000.converters.make_params(self.py_types, vals)
+        bind = bytearray(b"\x00\x00")  # the unnamed portal, of the unnamed statement
+        bind += _H_PACK(0) + _H_PACK(len(params))  # parameters all as text
+        for value in params:
+            if value is None:
+                bind += _I_PACK(-1)
+            else:
+                encoded = value.encode(encoding)
+                bind += _I_PACK(len(encoded)) + encoded
+        bind += _H_PACK(0)  # results all as text
+        batch = b"".join(
+            (
+                _message(_PARSE, parse),
+                _DESCRIBE_UNNAMED,
+                _message(_BIND, bind),
+                _EXECUTE_ALL,
+                _SYNC,
+            )
+        )
+        return self._exchange(batch, statement)
+
+    def execute_named(self, *args: Any, **kwargs: Any) -> Any:
+        self._send_held_back()
+        self._wrote = True
+        return super().execute_named(*args, **kwargs)
+
+    def prepare_statement(self, *args: Any, **kwargs: Any) -> Any:
+        self._send_held_back()
+        self._wrote = True
+        return super().prepare_statement(*args, **kwargs)
+
+    def _end_held_back_commit(self) -> None:
+        """Send a held-back ``COMMIT`` and wait for it; the next statement opens a transaction
+        (pg8000 did not ask for one: it took the held-back one for still open)."""
+        if self._commit_pending:
+            self._commit_pending = False
+            super().execute_simple("commit")
+            self._begin_pending = not self.autocommit
+
+    def _send_held_back(self) -> None:
+        """Send what is held back, for pg8000's own paths."""
+        self._end_held_back_commit()
+        if self._begin_pending:
+            self._begin_pending = False
+            self._wrote = False
+            super().execute_simple(_BEGIN)
+
+    def _exchange(self, batch: bytes, statement: str) -> Any:
+        """Send ``batch`` (after the held-back ``BEGIN``, if any) and read the answers."""
+        self._end_held_back_commit()
+        context = pg8000.core.Context(statement)
+        begin = None
+        if self._begin_pending:
+            self._begin_pending = False
+            self._wrote = False
+            begin = pg8000.core.Context(_BEGIN)
+            batch = _BEGIN_QUERY + batch
+        if not statement.lstrip()[:6].upper() == "SELECT":
+            self._wrote = True
+        if self._sock is None:
+            raise pg8000.dbapi.InterfaceError("connection is closed")
+        try:
+            self._sock.write(batch)
+            self._sock.flush()
+        except ValueError as error:  # written to a closed file
+            raise pg8000.dbapi.InterfaceError("connection is closed") from error
+        except OSError as error:
+            raise pg8000.dbapi.InterfaceError("network error") from error
+        if begin is not None:
+            try:
+                self.handle_messages(begin)
+            except Exception as error:
+                if error is begin.error:  # the server's answer: the statement's is still due
+                    with suppress(Exception):
+                        self.handle_messages(context)
+                raise
+        self.handle_messages(context)
+        return context
+
+
+_BEGIN: Final = "begin transaction"
+_IN_TRANSACTION: Final = b"T"  # ReadyForQuery's status in a transaction block
+_I_PACK: Final = struct.Struct("!i").pack
+_H_PACK: Final = struct.Struct("!H").pack
+_QUERY, _PARSE, _BIND = b"Q", b"P", b"B"
+
+
+def _message(code: bytes, data: bytes | bytearray) -> bytes:
+    """One protocol message: its type byte, its length (itself included), its content."""
+    return code + _I_PACK(len(data) + 4) + data
+
+
+def _encode(text: str, encoding: str) -> bytes:
+    return text.encode(encoding) + b"\x00"
+
+
+_BEGIN_QUERY: Final = _message(_QUERY, _encode(_BEGIN, "ascii"))
+_COMMIT_QUERY: Final = _message(_QUERY, _encode("commit", "ascii"))
+_DESCRIBE_UNNAMED: Final = _message(b"D", b"S\x00")
+_EXECUTE_ALL: Final = _message(b"E", b"\x00" + _I_PACK(0))  # the unnamed portal, every row
+_SYNC: Final = _message(b"S", b"")
+
+# SCRAM-SHA-256 derives the client's keys from the password with 4096 rounds of PBKDF2 (~0.8 ms
+# of CPU), for every connection. The server sends the same salt and iteration count every time,
+# so the result is the same every time: kept in memory, as RFC 5802 (section 5.1) allows, with the
+# password it comes from (a rotated password, or a new salt, makes a new entry). SASLprep of the
+# user name and password is memoized too. Both are pure functions.
+_salted_password = lru_cache(maxsize=4)(scramp.core.hi)
+
+
+def _hi(hf: Any, password: bytes, salt: bytes, iterations: Any) -> bytes:
+    salted: bytes = _salted_password(hf, bytes(password), bytes(salt), int(iterations))
+    return salted
+
+
+scramp.core.hi = _hi
+# The channel binding data is a hash of the server's certificate, parsed for every connection.
+scramp.core.CBindData.from_der = staticmethod(lru_cache(maxsize=4)(scramp.core.CBindData.from_der))
+
+_TIMESTAMPTZ_OID: Final = 1184
+
+
+def _timestamptz_in(data: str) -> Any:
+    """pg8000's ``timestamptz`` parser, without its ``strptime`` (~6 µs a value) for the shape
+    PostgreSQL sends with an hours-only offset (``2024-05-01 12:00:00.123456+00``): same value,
+    same ``timezone``. Anything else (other offsets, BC, infinity) goes to pg8000's own."""
+    if data[-3:-2] in ("+", "-") and data[-2:].isdigit():
+        try:
+            return datetime.fromisoformat(data)
+        except ValueError:
+            pass
+    return pg8000.converters.timestamptz_in(data)
+
+
+_convert_paramstyle = pg8000.dbapi.convert_paramstyle
+
+
+@lru_cache(maxsize=512)
+def _format_to_numbered(query: str) -> str:
+    converted: str = _convert_paramstyle("format", query, ())[0]
+    return converted
+
+
+def _memoized_paramstyle(style: str, query: str, args: Any) -> tuple[str, Any]:
+    """pg8000 rewrites ``%s`` to ``$1``… with a scan of the statement, char by char, on every
+    execution; SQLAlchemy sends the same few statements (its compiled cache) with ``format``
+    placeholders, whose rewrite depends on the statement alone: it is kept."""
+    if style == "format":
+        return _format_to_numbered(query), args
+    result: tuple[str, Any] = _convert_paramstyle(style, query, args)
+    return result
+
+
+pg8000.dbapi.convert_paramstyle = _memoized_paramstyle
+scramp.core.saslprep = lru_cache(maxsize=8)(scramp.core.saslprep)
 
 
 def _open_connection(credentials: Credentials) -> pg8000.dbapi.Connection:

@@ -32,10 +32,11 @@ from blog.services import Actor
 
 logger = Logger()  # service name: POWERTOOLS_SERVICE_NAME
 metrics = Metrics()  # namespace: POWERTOOLS_METRICS_NAMESPACE
-# X-Ray on Lambda (Tracing: Active), a no-op elsewhere. Only the AWS SDK is patched: patching
-# everything (the default) makes X-Ray's SQLAlchemy hook compile each statement again, uncached,
-# to record its text, which costs more than the rest of a warm request's Python work.
-tracer = Tracer(patch_modules=("botocore",))
+# X-Ray on Lambda (Tracing: Active), a no-op elsewhere. Only the AWS SDK is patched, and only
+# before its first call (blog.config.trace_aws_sdk): patching everything (the default) makes
+# X-Ray's SQLAlchemy hook compile each statement again, uncached, to record its text, which costs
+# more than the rest of a warm request's Python work.
+tracer = Tracer(auto_patch=False)
 
 JSON: Final = "application/json"
 #: Request bodies past this are refused before any parsing (posts are at most ~100k characters).
@@ -261,10 +262,12 @@ def http_handler(
 
 
 def ok(model: BaseModel, status: int = 200, headers: dict[str, str] | None = None) -> Response[Any]:
-    """A JSON response with ``model`` as its body."""
-    return Response(
-        status_code=status, content_type=JSON, body=model.model_dump(mode="json"), headers=headers
-    )
+    """A JSON response with ``model`` as its body.
+
+    The model itself, not a dump of it: the resolver's response validation takes an instance of
+    the route's model as it is and serializes it once (a dict would be validated all over again).
+    """
+    return Response(status_code=status, content_type=JSON, body=model, headers=headers)
 
 
 def created(model: BaseModel, location: str) -> Response[Any]:

@@ -1,0 +1,193 @@
+"""What the layer's pg8000 connection sends, and in how many round trips, on PostgreSQL."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta, timezone
+from typing import Any
+
+import pg8000.dbapi
+import pytest
+from sqlalchemy import func, select, text
+
+from blog import db as layer_db
+from blog.errors import ValidationError
+from blog.models import User
+from blog.repositories import UserRepository
+from tests.factories import user_values
+
+
+class _Counter:
+    """The connection's socket file, counting round trips (a flush, then a wait for answers)
+    and the protocol messages written, by type."""
+
+    def __init__(self, sock: Any) -> None:
+        self._file = sock
+        self.round_trips = 0
+        self.written = b""
+        self._flushed = False
+
+    def write(self, data: bytes) -> Any:
+        self.written += data
+        return self._file.write(data)
+
+    def flush(self) -> Any:
+        self._flushed = True
+        return self._file.flush()
+
+    def read(self, *args: Any) -> Any:
+        if self._flushed:
+            self._flushed = False
+            self.round_trips += 1
+        return self._file.read(*args)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._file, name)
+
+    def queries(self) -> list[str]:
+        """The simple queries written, in order."""
+        found, data = [], self.written
+        while data:
+            kind, length = data[:1], int.from_bytes(data[1:5], "big")
+            if kind == b"Q":
+                found.append(data[5 : 1 + length - 1].decode())
+            data = data[1 + length :]
+        return found
+
+    def transaction_control(self) -> list[str]:
+        """The ``BEGIN``, ``COMMIT`` and ``ROLLBACK`` written, in order."""
+        ends = ("begin transaction", "commit", "rollback")
+        return [query for query in self.queries() if query in ends]
+
+
+@pytest.fixture
+def counted(committed_db: None) -> Iterator[list[_Counter]]:
+    """Every connection the layer opens meanwhile, tapped once connected (after the engine's
+    first connection, which also reads the server's settings)."""
+    with layer_db.transaction() as session:
+        session.execute(text("SELECT 1"))
+    counters: list[_Counter] = []
+    original = layer_db._open_connection
+
+    def tapped(credentials: layer_db.Credentials) -> Any:
+        connection = original(credentials)
+        counter = _Counter(connection._sock)
+        connection._sock = counter
+        counters.append(counter)
+        return connection
+
+    layer_db._open_connection = tapped  # type: ignore[assignment]
+    try:
+        yield counters
+    finally:
+        layer_db._open_connection = original  # type: ignore[assignment]
+
+
+def _add_user(**values: Any) -> int:
+    with layer_db.transaction() as session:
+        return UserRepository(session).create(**user_values(**values)).id
+
+
+def test_a_read_takes_one_round_trip_and_is_committed_with_the_close(
+    counted: list[_Counter],
+) -> None:
+    user_id = _add_user()
+    (writer,) = counted
+    assert writer.round_trips == 2  # BEGIN + INSERT, then COMMIT
+    assert writer.transaction_control() == ["begin transaction", "commit"]
+    with layer_db.transaction() as session:
+        assert session.get(User, user_id) is not None
+    reader = counted[1]
+    assert reader.round_trips == 1  # BEGIN + SELECT; the COMMIT went with the close
+    assert reader.transaction_control() == ["begin transaction", "commit"]
+
+
+def test_a_lock_taken_by_a_read_is_released_when_its_unit_of_work_ends(
+    counted: list[_Counter],
+) -> None:
+    user_id = _add_user()
+    with layer_db.transaction() as session:
+        assert UserRepository(session).lock(user_id) is not None
+    with layer_db.transaction() as session:
+        session.execute(text("SET LOCAL lock_timeout = '2s'"))
+        assert UserRepository(session).lock(user_id) is not None  # no wait, no timeout
+
+
+def test_a_connection_reused_after_a_read_starts_a_new_transaction(
+    counted: list[_Counter],
+) -> None:
+    user_id = _add_user(username="before")
+    engine = layer_db.get_engine()
+    with engine.connect() as connection:
+        first = connection.execute(text("SELECT txid_current()")).scalar_one()
+        connection.commit()  # held back: nothing but SELECT ran
+        connection.execute(
+            text("UPDATE users SET username = 'after' WHERE id = :id"), {"id": user_id}
+        )
+        second = connection.execute(text("SELECT txid_current()")).scalar_one()
+        connection.commit()
+        connection.execute(text("SELECT 1"))
+        connection.rollback()
+    assert second != first
+    with layer_db.transaction() as session:
+        assert session.get(User, user_id).username == "after"  # type: ignore[union-attr]
+    assert counted[1].transaction_control() == [
+        "begin transaction",
+        "commit",
+        "begin transaction",
+        "commit",
+        "begin transaction",
+        "rollback",
+    ]
+
+
+def test_a_unit_of_work_that_runs_nothing_sends_nothing(counted: list[_Counter]) -> None:
+    engine = layer_db.get_engine()
+    with engine.connect() as connection:
+        connection.commit()
+    assert counted[0].round_trips == 0
+    assert counted[0].queries() == []
+
+
+def test_errors_after_a_held_back_begin_leave_the_connection_usable(
+    counted: list[_Counter],
+) -> None:
+    engine = layer_db.get_engine()
+    with engine.connect() as connection:
+        with pytest.raises(Exception, match="division by zero"):
+            connection.execute(text("SELECT 1 / 0"))
+        connection.rollback()
+        assert connection.execute(text("SELECT 2")).scalar_one() == 2
+        connection.commit()
+    with pytest.raises(ValidationError):
+        with layer_db.transaction() as session:
+            session.execute(text("SELECT :value"), {"value": "\ud800"})
+    assert _add_user() > 0
+
+
+def test_timestamps_come_back_as_pg8000_would_read_them(committed_db: None) -> None:
+    cases = {
+        "2024-05-01 12:00:00.123456+00": datetime(2024, 5, 1, 12, 0, 0, 123456, UTC),
+        "2024-05-01 12:00:00+00": datetime(2024, 5, 1, 12, 0, tzinfo=UTC),
+        "2024-05-01 12:00:00.5-03": datetime(
+            2024, 5, 1, 12, 0, 0, 500000, timezone(timedelta(hours=-3))
+        ),
+    }
+    for sent, expected in cases.items():
+        assert layer_db._timestamptz_in(sent) == expected
+        assert layer_db._timestamptz_in(sent) == pg8000.converters.timestamptz_in(sent)
+    for odd in ("infinity", "-infinity", "2024-05-01 12:00:00+05:30", "0044-03-15 12:00:00+00 BC"):
+        assert layer_db._timestamptz_in(odd) == pg8000.converters.timestamptz_in(odd)
+    with layer_db.transaction() as session:
+        session.execute(text("SET LOCAL TimeZone = 'UTC'"))
+        now = session.execute(select(func.now())).scalar_one()
+    assert now.tzinfo is not None and now.utcoffset() == timedelta(0)
+
+
+def test_statements_are_rewritten_once_and_alike() -> None:
+    query = "SELECT %s::INTEGER, '%%s', 'it''s', E'\\'%s' WHERE a = %s"
+    stock = layer_db._convert_paramstyle("format", query, (1, 2))
+    assert layer_db._memoized_paramstyle("format", query, (1, 2)) == stock
+    assert pg8000.dbapi.convert_paramstyle is layer_db._memoized_paramstyle
+    named = layer_db._memoized_paramstyle("named", "SELECT :a, :b, :a", {"a": 1, "b": 2})
+    assert named == ("SELECT $1, $2, $1", (1, 2))
