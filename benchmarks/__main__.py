@@ -189,7 +189,10 @@ def main(argv: list[str] | None = None) -> int:  # noqa: PLR0912, PLR0915 - the 
                 "layer": {route: cold.layer_package(host, route, runtime) for route in COMPARED},
                 "fastapi": dict.fromkeys(COMPARED, fastapi),
             }
-            setup = cold.Setup(python313, packages, world.seed, env_for, not args.unsampled)
+            required = cold.required_imports_package(python313, host, runtime)
+            setup = cold.Setup(
+                python313, packages, world.seed, env_for, not args.unsampled, required
+            )
             if "cold" not in args.skip:
                 _log(f"cold starts: {args.cold_samples} samples x 2 variants x 3 routes")
                 results["cold"] = cold.cold_starts(setup, args.cold_samples)

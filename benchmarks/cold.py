@@ -31,6 +31,7 @@ HOST_BUILD: Final = REPO / ".aws-sam" / "host-build"
 SAM_BUILD: Final = REPO / ".aws-sam" / "build"
 CHILD: Final = Path(__file__).resolve().parent / "cold_child.py"
 FASTAPI_APP: Final = Path(__file__).resolve().parent / "fastapi_app" / "app.py"
+REQUIRED_APP: Final = Path(__file__).resolve().parent / "required_imports" / "app.py"
 #: The comparison app's top-level requirements; the rest of its closure is pip's to resolve.
 FASTAPI_REQUIREMENTS: Final = ("fastapi", "mangum", "sqlalchemy[asyncio]", "asyncpg")
 RUNTIME_REQUIREMENTS: Final = ("boto3",)
@@ -153,14 +154,28 @@ def fastapi_package(python: str, runtime: Path) -> Package:
         shutil.rmtree(layer_root / "python" / "bin", ignore_errors=True)
         _compile(python, layer_root / "python")
         (layer_root / ".stamp").write_text(stamp)
-    app_stamp = _stamp(python, FASTAPI_APP.read_text())
-    if not _fresh(function_dir, app_stamp):
+    function_dir = _function_dir(python, "FastApiFunction", FASTAPI_APP)
+    return Package("FastAPI + Mangum", function_dir, layer_root / "python", runtime)
+
+
+def _function_dir(python: str, name: str, source: Path) -> Path:
+    """``source`` as the ``app.py`` of a compiled function folder ``name`` (rebuilt when it
+    changes)."""
+    function_dir = BUILD_DIR / name
+    stamp = _stamp(python, source.read_text())
+    if not _fresh(function_dir, stamp):
         shutil.rmtree(function_dir, ignore_errors=True)
         function_dir.mkdir(parents=True)
-        shutil.copy2(FASTAPI_APP, function_dir / "app.py")
+        shutil.copy2(source, function_dir / "app.py")
         _compile(python, function_dir)
-        (function_dir / ".stamp").write_text(app_stamp)
-    return Package("FastAPI + Mangum", function_dir, layer_root / "python", runtime)
+        (function_dir / ".stamp").write_text(stamp)
+    return function_dir
+
+
+def required_imports_package(python: str, build: Path, runtime: Path) -> Package:
+    """``benchmarks/required_imports`` on the layer of ``build``: the required packages alone."""
+    function_dir = _function_dir(python, "RequiredImports", REQUIRED_APP)
+    return Package("required packages", function_dir, build / "SharedLayer" / "python", runtime)
 
 
 def host_build() -> tuple[Path, str | None]:
@@ -242,6 +257,8 @@ class Setup:
     seed: Seed
     env_for: dict[str, dict[str, str]]
     sampled: bool
+    #: The required packages alone (a lower bound for the layer), started once per round.
+    required: Package | None = None
 
 
 def cold_starts(setup: Setup, samples: int) -> dict[str, Any]:
@@ -250,7 +267,16 @@ def cold_starts(setup: Setup, samples: int) -> dict[str, Any]:
     times: dict[str, dict[str, list[dict[str, Any]]]] = {
         route: {variant: [] for variant in setup.packages} for route in COMPARED
     }
+    required: list[dict[str, Any]] = []
     for _ in range(samples):
+        if setup.required is not None:
+            result = run_child(
+                setup.python, setup.required, [event(COMPARED[0], setup.seed)],
+                setup.env_for["layer"], sampled=setup.sampled,
+            )  # fmt: skip
+            if result["statuses"] != {"200": 1}:
+                raise RuntimeError(f"required packages: statuses {result['statuses']}")
+            required.append(result)
         for route in COMPARED:
             for variant, by_route in setup.packages.items():
                 result = run_child(
@@ -278,6 +304,18 @@ def cold_starts(setup: Setup, samples: int) -> dict[str, Any]:
         summary[route]["ratio"] = (
             summary[route]["layer"]["median_ms"] / (summary[route]["fastapi"]["median_ms"])
         )
+    if required:
+        fastapi = [r["cold_s"] for by_variant in times.values() for r in by_variant["fastapi"]]
+        median_ms = 1000 * statistics.median(r["cold_s"] for r in required)
+        fastapi_ms = 1000 * statistics.median(fastapi)
+        summary["required_packages"] = {
+            "samples": len(required),
+            "median_ms": median_ms,
+            "import_ms": 1000 * statistics.median(r["import_s"] for r in required),
+            "modules": required[0]["modules"],
+            "fastapi_median_ms": fastapi_ms,
+            "ratio": median_ms / fastapi_ms,
+        }
     return summary
 
 

@@ -68,6 +68,19 @@ def _cold(cold: dict[str, Any]) -> list[Row]:
                 _verdict(r["ratio"] <= target),
             )
         )
+    floor = cold.get("required_packages")
+    if floor:
+        out.append(
+            (
+                "cold start ms",
+                "required packages alone, no route (bound)",
+                f"{floor['median_ms']:.0f} ({floor['import_ms']:.0f} + call)",
+                f"FastAPI {floor['fastapi_median_ms']:.0f} (all routes)",
+                f"{floor['ratio']:.2f}x",
+                "",
+                "",
+            )
+        )
     return out
 
 
