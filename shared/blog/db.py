@@ -498,8 +498,10 @@ def translate_error(error: BaseException) -> DomainError:  # noqa: PLR0911 - one
 def _translated(error: Exception) -> DomainError:
     domain = translate_error(error)
     if not isinstance(error, DomainError):
-        # SQLSTATE only: the message may quote the client's data.
-        logger.warning(
+        # SQLSTATE only: the message may quote the client's data. A refusal the client caused
+        # (a taken email: 409; a value out of range: 422) is an answer, not an incident.
+        logger.log(
+            logging.INFO if domain.status < 500 else logging.WARNING,
             "database error",
             extra={"sqlstate": sqlstate(error), "error_type": type(error).__name__},
         )

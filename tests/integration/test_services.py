@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 
@@ -52,6 +53,23 @@ def test_register_rejects_duplicate_email_or_username_case_insensitively(
         services.register_user(email=email, username=username, password="password-2")
     assert caught.value.details == {"field": field}
     assert _counts() == (1, 0)
+
+
+@pytest.mark.usefixtures("db")
+def test_a_taken_email_is_logged_as_information_not_as_an_incident(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # Given a registered user
+    services.register_user(email="taken@example.com", username="taken", password="password-1")
+    caplog.set_level(logging.DEBUG, logger=layer_db.logger.name)
+    # When someone registers the same email again
+    with pytest.raises(DuplicateError):
+        services.register_user(email="taken@example.com", username="other", password="password-2")
+    # Then the refusal is logged with its SQLSTATE, below WARNING (alarms watch WARNING and up)
+    refusals = [r for r in caplog.records if r.getMessage() == "database error"]
+    assert [(r.levelno, getattr(r, "sqlstate", None)) for r in refusals] == [
+        (logging.INFO, "23505")
+    ]
 
 
 @pytest.mark.usefixtures("committed_db")
