@@ -34,6 +34,7 @@ from benchmarks.harness import (
     expected_status,
     trace_header,
 )
+from local.pg_wire import WireTap
 
 Handler = Callable[[dict[str, Any], Any], dict[str, Any]]
 
@@ -136,7 +137,7 @@ def _recording() -> Iterator[dict[str, Any]]:
 
     from blog.db import get_engine
 
-    record: dict[str, Any] = {"sqlalchemy": [], "wire": [], "wire_calls": [], "connections": 0}
+    record: dict[str, Any] = {"sqlalchemy": [], "connections": 0}
     engine = get_engine()
 
     def before_cursor_execute(*args: Any) -> None:
@@ -154,13 +155,12 @@ def _recording() -> Iterator[dict[str, Any]]:
 
     core = pg8000.core.CoreConnection
     original_init = core.__init__
-    record["round_trips"] = 0
+    taps: list[WireTap] = []
 
     def init(self: Any, *args: Any, **kwargs: Any) -> None:
         record["connections"] += 1
         original_init(self, *args, **kwargs)
-        # Tapped once connected: the start-up and authentication are not counted.
-        self._sock = _WireTap(self._sock, record)
+        taps.append(WireTap.install(self))  # once connected: start-up and auth not counted
 
     listeners = [
         ("before_cursor_execute", before_cursor_execute),
@@ -177,59 +177,10 @@ def _recording() -> Iterator[dict[str, Any]]:
         for identifier, listener in listeners:
             sa_event.remove(engine, identifier, listener)
         core.__init__ = original_init
-
-
-class _WireTap:
-    """A connection's socket file, recording what the client sends, whatever pg8000 method sent
-    it: each simple query (``Q``) and each statement parsed (``P``) or bound by name (``B``), as
-    ``[how, SQL]``; and the round trips, each a flush of requests followed by a wait for the
-    answer."""
-
-    def __init__(self, sock: Any, record: dict[str, Any]) -> None:
-        self._file = sock
-        self._record = record
-        self._pending = bytearray()
-        self._awaiting = False
-
-    def write(self, data: bytes) -> Any:
-        self._pending += data
-        self._messages()
-        return self._file.write(data)
-
-    def flush(self) -> Any:
-        self._awaiting = True
-        return self._file.flush()
-
-    def read(self, *args: Any) -> Any:
-        if self._awaiting:
-            self._awaiting = False
-            self._record["round_trips"] += 1
-        return self._file.read(*args)
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._file, name)
-
-    def _messages(self) -> None:
-        while len(self._pending) >= 5:
-            length = int.from_bytes(self._pending[1:5], "big")
-            if len(self._pending) < 1 + length:
-                return
-            kind, body = self._pending[:1], bytes(self._pending[5 : 1 + length])
-            del self._pending[: 1 + length]
-            if kind == b"Q":
-                self._statement("execute_simple", body[:-1].decode())
-            elif kind == b"P":
-                name, _, rest = body.partition(b"\x00")
-                how = "execute_unnamed" if not name else "prepare_statement"
-                self._statement(how, rest.partition(b"\x00")[0].decode())
-            elif kind == b"B":
-                statement = body.split(b"\x00", 2)[1]
-                if statement:
-                    self._statement("execute_named", statement.decode())
-
-    def _statement(self, how: str, sql: str) -> None:
-        self._record["wire"].append(sql)
-        self._record["wire_calls"].append([how, sql])
+        statements = [statement for tap in taps for statement in tap.statements]
+        record["wire"] = [sql for _, sql in statements]
+        record["wire_calls"] = [[how, sql] for how, sql in statements]
+        record["round_trips"] = sum(tap.round_trips for tap in taps)
 
 
 def _jsonable(value: Any) -> Any:

@@ -14,66 +14,28 @@ from blog import db as layer_db
 from blog.errors import ValidationError
 from blog.models import User
 from blog.repositories import UserRepository
+from local.pg_wire import WireTap
 from tests.factories import user_values
 
 
-class _Counter:
-    """The connection's socket file, counting round trips (a flush, then a wait for answers)
-    and the protocol messages written, by type."""
-
-    def __init__(self, sock: Any) -> None:
-        self._file = sock
-        self.round_trips = 0
-        self.written = b""
-        self._flushed = False
-
-    def write(self, data: bytes) -> Any:
-        self.written += data
-        return self._file.write(data)
-
-    def flush(self) -> Any:
-        self._flushed = True
-        return self._file.flush()
-
-    def read(self, *args: Any) -> Any:
-        if self._flushed:
-            self._flushed = False
-            self.round_trips += 1
-        return self._file.read(*args)
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._file, name)
-
-    def queries(self) -> list[str]:
-        """The simple queries written, in order."""
-        found, data = [], self.written
-        while data:
-            kind, length = data[:1], int.from_bytes(data[1:5], "big")
-            if kind == b"Q":
-                found.append(data[5 : 1 + length - 1].decode())
-            data = data[1 + length :]
-        return found
-
-    def transaction_control(self) -> list[str]:
-        """The ``BEGIN``, ``COMMIT`` and ``ROLLBACK`` written, in order."""
-        ends = ("begin transaction", "commit", "rollback")
-        return [query for query in self.queries() if query in ends]
+def _transaction_control(tap: WireTap) -> list[str]:
+    """The ``BEGIN``, ``COMMIT`` and ``ROLLBACK`` written, in order."""
+    ends = ("begin transaction", "commit", "rollback")
+    return [query for query in tap.queries() if query in ends]
 
 
 @pytest.fixture
-def counted(committed_db: None) -> Iterator[list[_Counter]]:
+def counted(committed_db: None) -> Iterator[list[WireTap]]:
     """Every connection the layer opens meanwhile, tapped once connected (after the engine's
     first connection, which also reads the server's settings)."""
     with layer_db.transaction() as session:
         session.execute(text("SELECT 1"))
-    counters: list[_Counter] = []
+    counters: list[WireTap] = []
     original = layer_db._open_connection
 
     def tapped(credentials: layer_db.Credentials) -> Any:
         connection = original(credentials)
-        counter = _Counter(connection._sock)
-        connection._sock = counter
-        counters.append(counter)
+        counters.append(WireTap.install(connection))
         return connection
 
     layer_db._open_connection = tapped  # type: ignore[assignment]
@@ -89,21 +51,21 @@ def _add_user(**values: Any) -> int:
 
 
 def test_a_read_takes_one_round_trip_and_is_committed_with_the_close(
-    counted: list[_Counter],
+    counted: list[WireTap],
 ) -> None:
     user_id = _add_user()
     (writer,) = counted
     assert writer.round_trips == 2  # BEGIN + INSERT, then COMMIT
-    assert writer.transaction_control() == ["begin transaction", "commit"]
+    assert _transaction_control(writer) == ["begin transaction", "commit"]
     with layer_db.transaction() as session:
         assert session.get(User, user_id) is not None
     reader = counted[1]
     assert reader.round_trips == 1  # BEGIN + SELECT; the COMMIT went with the close
-    assert reader.transaction_control() == ["begin transaction", "commit"]
+    assert _transaction_control(reader) == ["begin transaction", "commit"]
 
 
 def test_a_lock_taken_by_a_read_is_released_when_its_unit_of_work_ends(
-    counted: list[_Counter],
+    counted: list[WireTap],
 ) -> None:
     user_id = _add_user()
     with layer_db.transaction() as session:
@@ -114,7 +76,7 @@ def test_a_lock_taken_by_a_read_is_released_when_its_unit_of_work_ends(
 
 
 def test_a_connection_reused_after_a_read_starts_a_new_transaction(
-    counted: list[_Counter],
+    counted: list[WireTap],
 ) -> None:
     user_id = _add_user(username="before")
     engine = layer_db.get_engine()
@@ -131,7 +93,7 @@ def test_a_connection_reused_after_a_read_starts_a_new_transaction(
     assert second != first
     with layer_db.transaction() as session:
         assert session.get(User, user_id).username == "after"  # type: ignore[union-attr]
-    assert counted[1].transaction_control() == [
+    assert _transaction_control(counted[1]) == [
         "begin transaction",
         "commit",
         "begin transaction",
@@ -141,7 +103,7 @@ def test_a_connection_reused_after_a_read_starts_a_new_transaction(
     ]
 
 
-def test_a_unit_of_work_that_runs_nothing_sends_nothing(counted: list[_Counter]) -> None:
+def test_a_unit_of_work_that_runs_nothing_sends_nothing(counted: list[WireTap]) -> None:
     engine = layer_db.get_engine()
     with engine.connect() as connection:
         connection.commit()
@@ -150,7 +112,7 @@ def test_a_unit_of_work_that_runs_nothing_sends_nothing(counted: list[_Counter])
 
 
 def test_errors_after_a_held_back_begin_leave_the_connection_usable(
-    counted: list[_Counter],
+    counted: list[WireTap],
 ) -> None:
     engine = layer_db.get_engine()
     with engine.connect() as connection:
