@@ -36,6 +36,12 @@ GATEWAY_STATUSES: dict[str, str] = {
     "503": "API Gateway: the function did not answer in time",
 }
 PROTECTED_ONLY = frozenset({"401", "403"})
+#: The tags operations are grouped by (a generated client makes one module per tag).
+TAGS: tuple[dict[str, str], ...] = (
+    {"name": "auth", "description": "Signing in"},
+    {"name": "users", "description": "Registration and accounts"},
+    {"name": "posts", "description": "Writing, publishing and reading posts"},
+)
 
 
 def build() -> dict[str, Any]:
@@ -58,6 +64,7 @@ def build() -> dict[str, Any]:
         if function.authorizer:
             protected.update((path, method.lower()) for method, path in function.routes)
     document: dict[str, Any] = json.loads(merge.get_openapi_json_schema())
+    document["tags"] = list(TAGS)
     for path, operations in document.get("paths", {}).items():
         for method, operation in operations.items():
             if (path, method) in protected:

@@ -14,6 +14,7 @@ app = make_app()
 
 @app.post(
     "/posts",
+    operation_id="create_post",
     summary="Write a draft",
     tags=["posts"],
     responses=error_responses(401, 422, success=201),

@@ -9,6 +9,7 @@ app = make_app()
 
 @app.post(
     "/users/<user_id>/deactivate",
+    operation_id="deactivate_user",
     summary="Deactivate a user",
     tags=["users"],
     responses=error_responses(401, 403, 404, 422),

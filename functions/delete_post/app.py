@@ -10,6 +10,7 @@ app = make_app()
 
 @app.delete(
     "/posts/<post_id>",
+    operation_id="delete_post",
     summary="Delete a post",
     tags=["posts"],
     responses=error_responses(401, 403, 404, 422, no_content=True),

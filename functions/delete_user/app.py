@@ -10,6 +10,7 @@ app = make_app()
 
 @app.delete(
     "/users/<user_id>",
+    operation_id="delete_user",
     summary="Delete a user and their posts",
     tags=["users"],
     responses=error_responses(401, 403, 404, 422, no_content=True),

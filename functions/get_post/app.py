@@ -9,6 +9,7 @@ app = make_app()
 
 @app.get(
     "/posts/<post_id>",
+    operation_id="get_post",
     summary="Get a post",
     tags=["posts"],
     responses=error_responses(401, 404, 422),

@@ -9,6 +9,7 @@ app = make_app()
 
 @app.get(
     "/users/<user_id>",
+    operation_id="get_user",
     summary="Get a user",
     tags=["users"],
     responses=error_responses(401, 404, 422),

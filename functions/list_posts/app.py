@@ -11,7 +11,13 @@ from blog.schemas import SEARCH_MAX, Page, PostOut
 app = make_app()
 
 
-@app.get("/posts", summary="List published posts", tags=["posts"], responses=error_responses(422))
+@app.get(
+    "/posts",
+    operation_id="list_posts",
+    summary="List published posts",
+    tags=["posts"],
+    responses=error_responses(422),
+)
 def list_posts(
     q: Annotated[str | None, Query(min_length=1, max_length=SEARCH_MAX)] = None,
     page: PageNumber = 1,

@@ -21,6 +21,7 @@ app = make_app()
 
 @app.get(
     "/users/<user_id>/posts",
+    operation_id="list_user_posts",
     summary="List a user's posts",
     tags=["posts"],
     responses=error_responses(401, 403, 404, 422),

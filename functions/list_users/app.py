@@ -7,7 +7,13 @@ from blog.schemas import Page, UserOut
 app = make_app()
 
 
-@app.get("/users", summary="List active users", tags=["users"], responses=error_responses(401, 422))
+@app.get(
+    "/users",
+    operation_id="list_users",
+    summary="List active users",
+    tags=["users"],
+    responses=error_responses(401, 422),
+)
 def list_users(page: PageNumber = 1, page_size: PageSize = None) -> Page[UserOut]:
     current_actor(app)
     result = services.list_active_users(page=page, page_size=page_size)

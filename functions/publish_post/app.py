@@ -9,6 +9,7 @@ app = make_app()
 
 @app.post(
     "/posts/<post_id>/publish",
+    operation_id="publish_post",
     summary="Publish a post",
     tags=["posts"],
     responses=error_responses(401, 403, 404, 422),

@@ -14,6 +14,7 @@ app = make_app()
 
 @app.post(
     "/users",
+    operation_id="register_user",
     summary="Register a user",
     tags=["users"],
     responses=error_responses(409, 422, success=201),

@@ -13,6 +13,7 @@ app = make_app()
 
 @app.post(
     "/users/<user_id>/posts/transfer",
+    operation_id="transfer_posts",
     summary="Transfer a user's posts",
     tags=["posts"],
     responses=error_responses(401, 403, 404, 422),

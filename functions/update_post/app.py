@@ -13,6 +13,7 @@ app = make_app()
 
 @app.patch(
     "/posts/<post_id>",
+    operation_id="update_post",
     summary="Edit a post",
     tags=["posts"],
     responses=error_responses(401, 403, 404, 422),

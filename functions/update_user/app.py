@@ -13,6 +13,7 @@ app = make_app()
 
 @app.patch(
     "/users/<user_id>",
+    operation_id="update_user",
     summary="Change a user",
     tags=["users"],
     responses=error_responses(401, 403, 404, 409, 422),
