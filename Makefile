@@ -23,7 +23,7 @@ PYTHON313 ?= $(shell for c in "$$(command -v python3.13)" $$(ls -d "$$(pyenv roo
 NEED_PYTHON313 = test -n "$(PYTHON313)" || { echo "$@: no python3.13 with pip found (PATH, then \$$(pyenv root)/versions/3.13*); install one (pyenv install 3.13) or set PYTHON313=/path/to/python3.13" >&2; exit 1; }
 
 .DEFAULT_GOAL := help
-.PHONY: help venv test lint format local lock generate clean sam-check sam-lock bench-build bench soak security checkov-lock
+.PHONY: help venv test lint format local lock contract generate clean sam-check sam-lock bench-build bench soak security checkov-lock
 
 help: ## List the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk -F':.*?## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -74,6 +74,9 @@ lock: $(STAMP) ## Re-resolve requirements.lock and the generated layer/migration
 	# The Lambda runtime ships boto3/botocore; the layer must not carry another ~80 MB copy.
 	$(BIN)/uv pip compile pyproject.toml --universal --python-version 3.11 -c requirements.lock --generate-hashes -o shared/requirements.txt -q $(RUNTIME_PROVIDED)
 	$(BIN)/uv pip compile pyproject.toml --extra migrations --universal --python-version 3.11 -c requirements.lock --generate-hashes -o migrations/requirements.txt -q $(RUNTIME_PROVIDED)
+
+contract: $(STAMP) ## Breaking changes of openapi.json against openapi-baseline.json (CHANGELOG.md declares)
+	$(BIN)/python -m local.contract
 
 generate: $(STAMP) ## Regenerate openapi.json and the migrations digest in template.yaml
 	$(BIN)/python -m local.openapi
