@@ -70,6 +70,8 @@ def build() -> dict[str, Any]:
             if (path, method) in protected:
                 operation["security"] = [{BEARER: []}]
             _add_gateway_errors(operation, protected=(path, method) in protected)
+            if method == "get":
+                _add_conditional_get(operation)
     document.setdefault("components", {}).setdefault("schemas", {})["ErrorOut"] = (
         ErrorOut.model_json_schema(ref_template="#/components/schemas/{model}")
     )
@@ -101,6 +103,26 @@ def _add_gateway_errors(operation: dict[str, Any], *, protected: bool) -> None:
             response["description"] += f"; or: {description}"
         either = [{"$ref": ERROR_REF}, {"$ref": f"#/components/schemas/{GATEWAY_ERROR}"}]
         response["content"] = {"application/json": {"schema": {"anyOf": either}}}
+
+
+def _add_conditional_get(operation: dict[str, Any]) -> None:
+    """A GET whose 200 carries an ETag honours If-None-Match (the layer answers 304)."""
+    etag = operation["responses"].get("200", {}).get("headers", {}).get("ETag")
+    if etag is None:
+        return
+    operation.setdefault("parameters", []).append(
+        {
+            "name": "If-None-Match",
+            "in": "header",
+            "required": False,
+            "description": "ETags you hold (or `*`): 304 with no body when one is current",
+            "schema": {"type": "string", "maxLength": 1024},
+        }
+    )
+    operation["responses"]["304"] = {
+        "description": "Not modified: If-None-Match names the current ETag",
+        "headers": {"ETag": etag},
+    }
 
 
 def render() -> str:

@@ -17,11 +17,11 @@ app = make_app()
     operation_id="create_post",
     summary="Write a draft",
     tags=["posts"],
-    responses=error_responses(401, 422, success=201),
+    responses=error_responses(401, 422, success=201, etag=True),
 )
 def create_post(body: Annotated[PostCreate, Body()]) -> Response[PostOut]:
     post = services.create_post(actor=current_actor(app), title=body.title, content=body.content)
-    return created(PostOut.model_validate(post), f"/posts/{post.id}")
+    return created(PostOut.model_validate(post), f"/posts/{post.id}", version=post.version)
 
 
 lambda_handler = http_handler(app)

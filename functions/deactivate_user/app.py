@@ -1,7 +1,9 @@
 """POST /users/{user_id}/deactivate: the user can no longer sign in (the user or an admin)."""
 
+from aws_lambda_powertools.event_handler import Response
+
 from blog import services
-from blog.http import UserId, current_actor, error_responses, http_handler, make_app
+from blog.http import UserId, current_actor, error_responses, http_handler, make_app, ok
 from blog.schemas import UserOut
 
 app = make_app()
@@ -12,10 +14,11 @@ app = make_app()
     operation_id="deactivate_user",
     summary="Deactivate a user",
     tags=["users"],
-    responses=error_responses(401, 403, 404, 422),
+    responses=error_responses(401, 403, 404, 422, etag=True),
 )
-def deactivate_user(user_id: UserId) -> UserOut:
-    return UserOut.model_validate(services.deactivate_user(user_id, actor=current_actor(app)))
+def deactivate_user(user_id: UserId) -> Response[UserOut]:
+    user = services.deactivate_user(user_id, actor=current_actor(app))
+    return ok(UserOut.model_validate(user), version=user.version)
 
 
 lambda_handler = http_handler(app)

@@ -3,7 +3,16 @@
 from aws_lambda_powertools.event_handler import Response
 
 from blog import services
-from blog.http import PostId, current_actor, error_responses, http_handler, make_app, no_content
+from blog.http import (
+    IfMatch,
+    PostId,
+    current_actor,
+    error_responses,
+    http_handler,
+    make_app,
+    no_content,
+    precondition,
+)
 
 app = make_app()
 
@@ -13,10 +22,10 @@ app = make_app()
     operation_id="delete_post",
     summary="Delete a post",
     tags=["posts"],
-    responses=error_responses(401, 403, 404, 422, no_content=True),
+    responses=error_responses(401, 403, 404, 412, 422, 428, no_content=True),
 )
-def delete_post(post_id: PostId) -> Response[None]:
-    services.delete_post(post_id, actor=current_actor(app))
+def delete_post(post_id: PostId, if_match: IfMatch = None) -> Response[None]:
+    services.delete_post(post_id, actor=current_actor(app), if_match=precondition(if_match))
     return no_content()
 
 

@@ -1,7 +1,9 @@
 """GET /users/{user_id}: one user (never their password hash)."""
 
+from aws_lambda_powertools.event_handler import Response
+
 from blog import services
-from blog.http import UserId, current_actor, error_responses, http_handler, make_app
+from blog.http import UserId, current_actor, error_responses, http_handler, make_app, ok
 from blog.schemas import UserOut
 
 app = make_app()
@@ -12,11 +14,12 @@ app = make_app()
     operation_id="get_user",
     summary="Get a user",
     tags=["users"],
-    responses=error_responses(401, 404, 422),
+    responses=error_responses(401, 404, 422, etag=True),
 )
-def get_user(user_id: UserId) -> UserOut:
+def get_user(user_id: UserId) -> Response[UserOut]:
     current_actor(app)
-    return UserOut.model_validate(services.get_user(user_id))
+    user = services.get_user(user_id)
+    return ok(UserOut.model_validate(user), version=user.version)
 
 
 lambda_handler = http_handler(app)

@@ -1,7 +1,9 @@
 """POST /posts/{post_id}/publish: publish a post (author or admin)."""
 
+from aws_lambda_powertools.event_handler import Response
+
 from blog import services
-from blog.http import PostId, current_actor, error_responses, http_handler, make_app
+from blog.http import PostId, current_actor, error_responses, http_handler, make_app, ok
 from blog.schemas import PostOut
 
 app = make_app()
@@ -12,10 +14,11 @@ app = make_app()
     operation_id="publish_post",
     summary="Publish a post",
     tags=["posts"],
-    responses=error_responses(401, 403, 404, 422),
+    responses=error_responses(401, 403, 404, 422, etag=True),
 )
-def publish_post(post_id: PostId) -> PostOut:
-    return PostOut.model_validate(services.publish_post(post_id, actor=current_actor(app)))
+def publish_post(post_id: PostId) -> Response[PostOut]:
+    post = services.publish_post(post_id, actor=current_actor(app))
+    return ok(PostOut.model_validate(post), version=post.version)
 
 
 lambda_handler = http_handler(app)

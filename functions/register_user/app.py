@@ -17,11 +17,11 @@ app = make_app()
     operation_id="register_user",
     summary="Register a user",
     tags=["users"],
-    responses=error_responses(409, 422, success=201),
+    responses=error_responses(409, 422, success=201, etag=True),
 )
 def register_user(body: Annotated[UserCreate, Body()]) -> Response[UserOut]:
     user = services.register(**body.model_dump())
-    return created(UserOut.model_validate(user), f"/users/{user.id}")
+    return created(UserOut.model_validate(user), f"/users/{user.id}", version=user.version)
 
 
 lambda_handler = http_handler(app)

@@ -2,10 +2,20 @@
 
 from typing import Annotated
 
+from aws_lambda_powertools.event_handler import Response
 from aws_lambda_powertools.event_handler.openapi.params import Body
 
 from blog import services
-from blog.http import PostId, current_actor, error_responses, http_handler, make_app
+from blog.http import (
+    IfMatch,
+    PostId,
+    current_actor,
+    error_responses,
+    http_handler,
+    make_app,
+    ok,
+    precondition,
+)
 from blog.schemas import PostOut, PostUpdate
 
 app = make_app()
@@ -16,13 +26,16 @@ app = make_app()
     operation_id="update_post",
     summary="Edit a post",
     tags=["posts"],
-    responses=error_responses(401, 403, 404, 422),
+    responses=error_responses(401, 403, 404, 412, 422, 428, etag=True),
 )
-def update_post(post_id: PostId, body: Annotated[PostUpdate, Body()]) -> PostOut:
+def update_post(
+    post_id: PostId, body: Annotated[PostUpdate, Body()], if_match: IfMatch = None
+) -> Response[PostOut]:
     changes = body.model_dump(exclude_unset=True)
-    return PostOut.model_validate(
-        services.update_post(post_id, actor=current_actor(app), **changes)
+    post = services.update_post(
+        post_id, actor=current_actor(app), if_match=precondition(if_match), **changes
     )
+    return ok(PostOut.model_validate(post), version=post.version)
 
 
 lambda_handler = http_handler(app)

@@ -2,10 +2,20 @@
 
 from typing import Annotated
 
+from aws_lambda_powertools.event_handler import Response
 from aws_lambda_powertools.event_handler.openapi.params import Body
 
 from blog import services
-from blog.http import UserId, current_actor, error_responses, http_handler, make_app
+from blog.http import (
+    IfMatch,
+    UserId,
+    current_actor,
+    error_responses,
+    http_handler,
+    make_app,
+    ok,
+    precondition,
+)
 from blog.schemas import UserOut, UserUpdate
 
 app = make_app()
@@ -16,12 +26,16 @@ app = make_app()
     operation_id="update_user",
     summary="Change a user",
     tags=["users"],
-    responses=error_responses(401, 403, 404, 409, 422),
+    responses=error_responses(401, 403, 404, 409, 412, 422, 428, etag=True),
 )
-def update_user(user_id: UserId, body: Annotated[UserUpdate, Body()]) -> UserOut:
+def update_user(
+    user_id: UserId, body: Annotated[UserUpdate, Body()], if_match: IfMatch = None
+) -> Response[UserOut]:
     changes = body.model_dump(exclude_unset=True)
-    user = services.update_user(user_id, actor=current_actor(app), **changes)
-    return UserOut.model_validate(user)
+    user = services.update_user(
+        user_id, actor=current_actor(app), if_match=precondition(if_match), **changes
+    )
+    return ok(UserOut.model_validate(user), version=user.version)
 
 
 lambda_handler = http_handler(app)

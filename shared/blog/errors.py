@@ -42,6 +42,22 @@ class ForbiddenError(DomainError):
     default_message = "Not allowed"
 
 
+class PreconditionFailedError(DomainError):
+    """``If-Match`` names no current version of the resource: someone else changed it first."""
+
+    status = 412
+    code = "precondition_failed"
+    default_message = "The resource changed since you read it; read it again and retry"
+
+
+class PreconditionRequiredError(DomainError):
+    """The route needs ``If-Match`` from this caller, and the request has none."""
+
+    status = 428
+    code = "precondition_required"
+    default_message = "Send If-Match with the ETag of the version you read"
+
+
 class DatabaseError(DomainError):
     """Base of errors that come from the data layer."""
 
@@ -100,6 +116,8 @@ HTTP_STATUS: dict[type[DomainError], int] = {
         ValidationError,
         AuthenticationError,
         ForbiddenError,
+        PreconditionFailedError,
+        PreconditionRequiredError,
         DatabaseError,
         NotFoundError,
         DuplicateError,

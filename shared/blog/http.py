@@ -15,18 +15,22 @@ from typing import TYPE_CHECKING, Annotated, Any, Final
 from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response
 from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValidationError
-from aws_lambda_powertools.event_handler.openapi.params import Path, Query
+from aws_lambda_powertools.event_handler.openapi.params import Header, Path, Query
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.metrics import MetricUnit
 
 if TYPE_CHECKING:
-    from aws_lambda_powertools.event_handler.openapi.types import OpenAPIResponse
+    from aws_lambda_powertools.event_handler.openapi.types import (
+        OpenAPIResponse,
+        OpenAPIResponseHeader,
+    )
     from aws_lambda_powertools.utilities.typing import LambdaContext
     from pydantic import BaseModel
 
 from blog import services
 from blog.auth import bearer_token, verify_token
 from blog.errors import AuthenticationError, DomainError
+from blog.preconditions import Precondition, etag, not_modified, parse
 from blog.schemas import ID_MAX
 from blog.services import Actor
 
@@ -56,28 +60,46 @@ PageSize = Annotated[
     int | None, Query(ge=1, le=1000, description="Items per page (default 20, capped at 100)")
 ]
 
+IfMatch = Annotated[
+    str | None,
+    Header(
+        alias="If-Match",
+        max_length=1024,
+        description="The ETag of the version you read (or `*`): the change is made only if it "
+        "is still the current one, else 412. Required (428 without it) when an admin changes "
+        "another user's user or post.",
+    ),
+]
+#: The ETag response header, as documented on every response that carries one.
+ETAG_HEADER: Final[OpenAPIResponseHeader] = {
+    "description": "The version of the resource (send it back in If-Match or If-None-Match)",
+    "schema": {"type": "string"},
+}
+
 _ERROR_DESCRIPTIONS: Final = {
     400: "Malformed JSON",
     401: "Missing, invalid or expired token, or bad credentials",
     403: "Not allowed for this caller",
     404: "No such resource",
     409: "Conflicts with an existing resource",
+    412: "If-Match names a version that is no longer current; the resource is unchanged",
     413: "Body too large",
     415: "Body is not application/json",
     422: "Validation failed",
+    428: "If-Match is required for this change (an admin changing another user's resource)",
     503: "Database unavailable; retry after the Retry-After seconds",
 }
 
 
 def error_responses(
-    *statuses: int, success: int = 200, no_content: bool = False
+    *statuses: int, success: int = 200, no_content: bool = False, etag: bool = False
 ) -> dict[int, OpenAPIResponse]:
     """OpenAPI descriptions of a route's responses: its success and the error statuses it
     documents (plus the ones all share).
 
     ``success`` is the status of a successful answer, whose body Powertools describes from the
     route's return type (201 also sends ``Location``); ``no_content`` documents a 204 with no body
-    instead, for routes that answer with none.
+    instead, for routes that answer with none; ``etag``: the success carries an ``ETag``.
     """
     shared = {503} | ({400, 413, 415} if 422 in statuses else set())
     responses: dict[int, OpenAPIResponse] = {
@@ -98,6 +120,8 @@ def error_responses(
         }
     else:
         responses[success] = {"description": "OK"}
+    if etag and not no_content:
+        responses[success].setdefault("headers", {})["ETag"] = ETAG_HEADER
     return responses
 
 
@@ -256,23 +280,53 @@ def http_handler(
                 "body": checked.body,
                 "isBase64Encoded": False,
             }
-        return app.resolve(checked, context)
+        return _conditional(checked, app.resolve(checked, context))
 
     return lambda_handler
 
 
-def ok(model: BaseModel, status: int = 200, headers: dict[str, str] | None = None) -> Response[Any]:
-    """A JSON response with ``model`` as its body.
+def _conditional(event: dict[str, Any], result: dict[str, Any]) -> dict[str, Any]:
+    """A 200 to a ``GET`` whose ``If-None-Match`` names the response's ETag becomes a 304."""
+    if result.get("statusCode") != 200 or event.get("requestContext", {}).get("http", {}).get(
+        "method"
+    ) not in ("GET", "HEAD"):
+        return result
+    headers = result.get("headers") or {}
+    current = next((v for k, v in headers.items() if k.lower() == "etag"), None)
+    asked = next(
+        (v for k, v in (event.get("headers") or {}).items() if k.lower() == "if-none-match"), None
+    )
+    if not not_modified(asked, current):
+        return result
+    kept = {k: v for k, v in headers.items() if k.lower() not in ("content-type", "content-length")}
+    return {**result, "statusCode": 304, "headers": kept, "body": ""}
+
+
+def precondition(if_match: str | None) -> Precondition | None:
+    """The parsed ``If-Match`` header, or None when the request has none."""
+    return None if if_match is None else parse(if_match)
+
+
+def ok(
+    model: BaseModel,
+    status: int = 200,
+    headers: dict[str, str] | None = None,
+    *,
+    version: int | None = None,
+) -> Response[Any]:
+    """A JSON response with ``model`` as its body; with ``version``, its ``ETag``.
 
     The model itself, not a dump of it: the resolver's response validation takes an instance of
     the route's model as it is and serializes it once (a dict would be validated all over again).
     """
+    if version is not None:
+        headers = {**(headers or {}), "ETag": etag(version)}
     return Response(status_code=status, content_type=JSON, body=model, headers=headers)
 
 
-def created(model: BaseModel, location: str) -> Response[Any]:
-    """201 Created with the new resource and its ``Location``."""
-    return ok(model, 201, {"Location": location})
+def created(model: BaseModel, location: str, *, version: int | None = None) -> Response[Any]:
+    """201 Created with the new resource, its ``Location`` and (with ``version``) its ``ETag``."""
+    return ok(model, 201, {"Location": location}, version=version)
 
 
 def no_content() -> Response[Any]:

@@ -66,7 +66,13 @@ class TimestampMixin:
     )
 
 
-class User(TimestampMixin, Base):
+class VersionMixin:
+    """``version``: 1 on insert, one more on every write (repositories add it); the ETag."""
+
+    version: Mapped[int] = mapped_column(Integer, server_default=text("1"), nullable=False)
+
+
+class User(TimestampMixin, VersionMixin, Base):
     """A registered user. Emails and usernames are stored lower-case, so uniqueness ignores case."""
 
     __tablename__ = "users"
@@ -108,7 +114,7 @@ class User(TimestampMixin, Base):
         return f"<User id={self.id} username={self.username!r}>"
 
 
-class Post(TimestampMixin, Base):
+class Post(TimestampMixin, VersionMixin, Base):
     """A blog post; drafts (``published = false``) are visible to their author only."""
 
     __tablename__ = "posts"

@@ -159,11 +159,12 @@ class Repository(Generic[ModelT]):
         return instance
 
     def update(self, id_: int, **values: Any) -> ModelT | None:
-        """``UPDATE … RETURNING`` the row with this id; None when there is no such row."""
+        """``UPDATE … RETURNING`` the row with this id, one version on; None when there is none."""
+        version = self.model.version  # type: ignore[attr-defined]
         stmt = (
             update(self.model)
             .where(self._id == id_)
-            .values(**values)
+            .values(**values, version=version + 1)
             .returning(self.model)
             # The identity map may hold an older copy of the row: overwrite it with what RETURNING
             # sent back, instead of a second SELECT.
@@ -271,6 +272,7 @@ class UserRepository(Repository[User]):
                 "username": insert_stmt.excluded.username,
                 "hashed_password": insert_stmt.excluded.hashed_password,
                 "updated_at": case((changed, func.now()), else_=User.updated_at),
+                "version": case((changed, User.version + 1), else_=User.version),
             },
         ).returning(User.id, User.email)
         ids = {email: id_ for id_, email in self.session.execute(stmt).all()}
@@ -407,6 +409,7 @@ def _upsert_from_staging() -> Any:
             "username": excluded.username,
             "hashed_password": excluded.hashed_password,
             "updated_at": func.now(),
+            "version": User.version + 1,
         },
         # Still locks the row, so later messages wait as for any update.
         where=tuple_(User.username, User.hashed_password).is_distinct_from(
@@ -496,7 +499,7 @@ class PostRepository(Repository[Post]):
         result = self.session.execute(
             update(Post)
             .where(Post.author_id == from_user_id)
-            .values(author_id=to_user_id)
+            .values(author_id=to_user_id, version=Post.version + 1)
             .execution_options(synchronize_session=False)
         )
         return int(result.rowcount)  # type: ignore[attr-defined]

@@ -12,8 +12,16 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from blog.db import retry_on_conflict, transaction
-from blog.errors import AuthenticationError, ForbiddenError, NotFoundError, ValidationError
+from blog.errors import (
+    AuthenticationError,
+    ForbiddenError,
+    NotFoundError,
+    PreconditionFailedError,
+    PreconditionRequiredError,
+    ValidationError,
+)
 from blog.models import Post, User, normalize_email, normalize_username
+from blog.preconditions import Precondition, etag
 from blog.repositories import Page, PostRepository, UserRepository
 from blog.security import dummy_hash, hash_password, needs_rehash, verify_password
 
@@ -39,6 +47,23 @@ SYSTEM: Final = Actor(user_id=None, is_admin=True)
 def _require(actor: Actor, owner_id: int) -> None:
     if not actor.may_act_for(owner_id):
         raise ForbiddenError()
+
+
+def _check_version(
+    row: User | Post, if_match: Precondition | None, *, actor: Actor, owner_id: int
+) -> None:
+    """``If-Match`` against the locked row: 412 when it names another version.
+
+    Without one, only the owner may write (last write wins for their own edits); an admin
+    changing someone else's user or post must say which version they read (428), so an edit
+    made meanwhile by the owner is never overwritten unseen.
+    """
+    if if_match is None:
+        if actor.user_id != owner_id:
+            raise PreconditionRequiredError()
+        return
+    if not if_match.matches(row.version):
+        raise PreconditionFailedError(details={"etag": etag(row.version)})
 
 
 @retry_on_conflict()
@@ -91,14 +116,19 @@ def transfer_posts(*, from_user_id: int, to_user_id: int, actor: Actor) -> int:
 
 
 @retry_on_conflict()
-def delete_user_cascade(user_id: int, *, actor: Actor) -> int:
-    """Delete a user and, by ``ON DELETE CASCADE``, all their posts; returns how many posts went."""
+def delete_user_cascade(user_id: int, *, actor: Actor, if_match: Precondition | None = None) -> int:
+    """Delete a user and, by ``ON DELETE CASCADE``, all their posts; returns how many posts went.
+
+    ``if_match``: the version the caller read (see :func:`_check_version`).
+    """
     _require(actor, user_id)
     with transaction() as session:
         posts = PostRepository(session)
         users = UserRepository(session)
-        if users.lock(user_id) is None:
+        user = users.lock(user_id)
+        if user is None:
             raise NotFoundError(f"User {user_id} not found")
+        _check_version(user, if_match, actor=actor, owner_id=user_id)
         post_count = posts.count(Post.author_id == user_id)
         users.delete(user_id)
         return post_count
@@ -223,8 +253,12 @@ def update_user(
     email: str | None = None,
     username: str | None = None,
     password: str | None = None,
+    if_match: Precondition | None = None,
 ) -> User:
-    """Change a user's email, username or password (the user or an admin); 409 on duplicates."""
+    """Change a user's email, username or password (the user or an admin); 409 on duplicates.
+
+    ``if_match``: the version the caller read (see :func:`_check_version`).
+    """
     _require(actor, user_id)
     changes: dict[str, Any] = {}
     if email is not None:
@@ -235,6 +269,12 @@ def update_user(
         changes["hashed_password"] = hash_password(password)
     with transaction() as session:
         users = UserRepository(session)
+        if if_match is not None or actor.user_id != user_id:
+            # Locked, so that the version checked is the version changed.
+            current = users.lock(user_id)
+            if current is None:
+                raise NotFoundError(f"User {user_id} not found")
+            _check_version(current, if_match, actor=actor, owner_id=user_id)
         user = users.update(user_id, **changes) if changes else users.get(user_id)
         if user is None:
             raise NotFoundError(f"User {user_id} not found")
@@ -308,22 +348,35 @@ def get_post(post_id: int, *, actor: Actor | None) -> Post:
 
 @retry_on_conflict()
 def update_post(
-    post_id: int, *, actor: Actor, title: str | None = None, content: str | None = None
+    post_id: int,
+    *,
+    actor: Actor,
+    title: str | None = None,
+    content: str | None = None,
+    if_match: Precondition | None = None,
 ) -> Post:
-    """Edit a post's title or content (its author or an admin)."""
+    """Edit a post's title or content (its author or an admin).
+
+    ``if_match``: the version the caller read (see :func:`_check_version`).
+    """
     changes = {k: v for k, v in {"title": title, "content": content}.items() if v is not None}
     with transaction() as session:
         posts = PostRepository(session)
         post = _owned_post(posts, post_id, actor)
+        _check_version(post, if_match, actor=actor, owner_id=post.author_id)
         updated = posts.update(post_id, **changes) if changes else post
         assert updated is not None  # locked above
         return updated
 
 
 @retry_on_conflict()
-def delete_post(post_id: int, *, actor: Actor) -> None:
-    """Delete a post (its author or an admin)."""
+def delete_post(post_id: int, *, actor: Actor, if_match: Precondition | None = None) -> None:
+    """Delete a post (its author or an admin).
+
+    ``if_match``: the version the caller read (see :func:`_check_version`).
+    """
     with transaction() as session:
         posts = PostRepository(session)
-        _owned_post(posts, post_id, actor)
+        post = _owned_post(posts, post_id, actor)
+        _check_version(post, if_match, actor=actor, owner_id=post.author_id)
         posts.delete(post_id)

@@ -34,9 +34,17 @@ class HttpClient:
             self._conn = http.client.HTTPConnection(*self._address, timeout=self._timeout)
         self._conn.connect()
 
-    def call(self, method: str, path: str, body: Any = None, token: str | None = None) -> Reply:
+    def call(
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        token: str | None = None,
+        extra_headers: dict[str, str] | None = None,
+    ) -> Reply:
         data = json.dumps(body).encode() if body is not None else None
         headers = {"Content-Type": "application/json"} if data is not None else {}
+        headers.update(extra_headers or {})
         if token:
             headers["Authorization"] = f"Bearer {token}"
         # Never sent twice: a write that reached the server must be counted once.

@@ -119,10 +119,15 @@ def test_update_user_by_self_admin_and_others(api: Client) -> None:
         403,
         "forbidden",
     )
-    assert (
-        api.patch(f"/users/{user['id']}", {"email": "new@example.com"}, token=admin_token).status
-        == 200
+    # An admin says which version they change (If-Match), the user need not
+    current = api.get(f"/users/{user['id']}", token=admin_token).headers["etag"]
+    as_admin = api.patch(
+        f"/users/{user['id']}",
+        {"email": "new@example.com"},
+        token=admin_token,
+        headers={"If-Match": current},
     )
+    assert as_admin.status == 200
     _error(api.patch(f"/users/{user['id']}", {"username": "other"}, token=token), 409, "duplicate")
     # The new password works, the old one does not.
     assert (
@@ -179,8 +184,15 @@ def test_admin_can_publish_edit_and_delete_any_post(api: Client) -> None:
     post_id = api.post("/posts", {"title": "t", "content": "c"}, token=token).body["id"]
     assert api.get(f"/posts/{post_id}", token=admin).status == 200
     assert api.post(f"/posts/{post_id}/publish", token=admin).status == 200
-    assert api.patch(f"/posts/{post_id}", {"content": "moderated"}, token=admin).status == 200
-    assert api.delete(f"/posts/{post_id}", token=admin).status == 204
+    read = api.get(f"/posts/{post_id}", token=admin).headers["etag"]
+    edited = api.patch(
+        f"/posts/{post_id}", {"content": "moderated"}, token=admin, headers={"If-Match": read}
+    )
+    assert edited.status == 200
+    deleted = api.delete(
+        f"/posts/{post_id}", token=admin, headers={"If-Match": edited.headers["etag"]}
+    )
+    assert deleted.status == 204
 
 
 def test_list_posts_newest_first_with_search_and_total(api: Client) -> None:

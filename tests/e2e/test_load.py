@@ -211,14 +211,19 @@ def test_concurrent_writes_to_one_post_by_author_and_admin_leave_it_consistent(
         (kinds[i % len(kinds)], live.author_token if i % 2 else live.admin_token) for i in range(20)
     ]
 
+    # The admin overwrites whatever is current, deliberately (If-Match: *): an admin changing
+    # someone else's post must send If-Match.
+    force = {"If-Match": "*"}
+
     def write(client: HttpClient, i: int) -> Reply:
         kind, token = plan[i]
         path = f"/posts/{post['id']}"
         if kind == "edit":
-            return client.call("PATCH", path, {"title": f"title-{i}", "content": f"c-{i}"}, token)
+            body = {"title": f"title-{i}", "content": f"c-{i}"}
+            return client.call("PATCH", path, body, token, force)
         if kind == "publish":
             return client.call("POST", f"{path}/publish", None, token)
-        return client.call("DELETE", path, None, token)
+        return client.call("DELETE", path, None, token, force)
 
     replies = _all_at_once(20, live, write)
 

@@ -13,14 +13,19 @@ from http.server import BaseHTTPRequestHandler, HTTPServer
 from typing import Any
 
 import pytest
+from alembic.script import ScriptDirectory
 from sqlalchemy import create_engine, inspect, text
 from sqlalchemy.pool import NullPool
 
 from local.functions import REPO, load_module_from
 from local.gateway import LambdaContext
-from tests.conftest import reset_layer_caches
+from tests.conftest import alembic_config, reset_layer_caches
 
-HEAD = "0005"
+# Newest first, read from the scripts (the chain grows; tests name no head revision).
+REVISIONS = [
+    script.revision for script in ScriptDirectory.from_config(alembic_config()).walk_revisions()
+]  # type: ignore[arg-type]
+HEAD = REVISIONS[0]
 
 
 class ResponseCatcher(HTTPServer):
@@ -215,7 +220,7 @@ def test_manual_actions(fn: Any, empty_database_url: str) -> None:
     context = LambdaContext("Migrations")
     assert fn.lambda_handler({"action": "current"}, context) == {"revision": None}
     history = fn.lambda_handler({"action": "history"}, context)["history"]
-    assert [h["revision"] for h in history] == ["0005", "0004", "0003", "0002", "0001"]
+    assert [h["revision"] for h in history] == REVISIONS
     assert history[0]["is_head"] is True
     sql = fn.lambda_handler({"action": "sql", "revision": "head"}, context)["sql"]
     assert "CREATE TABLE users" in sql
@@ -225,7 +230,7 @@ def test_manual_actions(fn: Any, empty_database_url: str) -> None:
     )
     assert fn.lambda_handler({"action": "upgrade"}, context)["revision"] == HEAD
     down = fn.lambda_handler({"action": "downgrade", "revision": "-1"}, context)
-    assert (down["from_revision"], down["revision"]) == (HEAD, "0004")
+    assert (down["from_revision"], down["revision"]) == (HEAD, REVISIONS[1])
     assert "error" in fn.lambda_handler({"action": "downgrade"}, context)
     assert "error" in fn.lambda_handler({"action": "drop-everything"}, context)
-    assert fn.lambda_handler({"action": "current"}, context) == {"revision": "0004"}
+    assert fn.lambda_handler({"action": "current"}, context) == {"revision": REVISIONS[1]}

@@ -133,7 +133,7 @@ def test_additions_are_not_breaking() -> None:
     schemas(grown)["PostCreate"]["properties"]["summary"] = {"type": "string"}
     schemas(grown)["PostOut"]["properties"]["excerpt"] = {"type": "string"}
     schemas(grown)["PostOut"]["required"].append("excerpt")
-    grown["paths"]["/posts/{post_id}"]["get"]["responses"]["304"] = {"description": "Not Modified"}
+    grown["paths"]["/posts/{post_id}"]["get"]["responses"]["410"] = {"description": "Gone"}
     grown["paths"]["/health"] = {"get": {"operationId": "health", "responses": {}}}
     schemas(grown)["PostCreate"]["properties"]["title"]["maxLength"] += 100
     # Then nothing breaks
