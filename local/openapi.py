@@ -72,6 +72,7 @@ def build() -> dict[str, Any]:
             _add_gateway_errors(operation, protected=(path, method) in protected)
             if method == "get":
                 _add_conditional_get(operation)
+            _headers_are_never_null(operation)
     document.setdefault("components", {}).setdefault("schemas", {})["ErrorOut"] = (
         ErrorOut.model_json_schema(ref_template="#/components/schemas/{model}")
     )
@@ -105,6 +106,19 @@ def _add_gateway_errors(operation: dict[str, Any], *, protected: bool) -> None:
         response["content"] = {"application/json": {"schema": {"anyOf": either}}}
 
 
+def _headers_are_never_null(operation: dict[str, Any]) -> None:
+    """An optional header is absent or a string: drop the ``null`` alternative that Powertools
+    derives from ``str | None`` (a header cannot carry JSON's null)."""
+    for parameter in operation.get("parameters", []):
+        if parameter.get("in") != "header":
+            continue
+        schema = parameter["schema"]
+        options = [o for o in schema.get("anyOf", []) if o != {"type": "null"}]
+        if len(options) == 1:
+            title = schema.get("title")
+            parameter["schema"] = {**options[0], **({"title": title} if title else {})}
+
+
 def _add_conditional_get(operation: dict[str, Any]) -> None:
     """A GET whose 200 carries an ETag honours If-None-Match (the layer answers 304)."""
     etag = operation["responses"].get("200", {}).get("headers", {}).get("ETag")
@@ -112,11 +126,11 @@ def _add_conditional_get(operation: dict[str, Any]) -> None:
         return
     operation.setdefault("parameters", []).append(
         {
-            "name": "If-None-Match",
+            "name": "if-none-match",
             "in": "header",
             "required": False,
             "description": "ETags you hold (or `*`): 304 with no body when one is current",
-            "schema": {"type": "string", "maxLength": 1024},
+            "schema": {"type": "string"},
         }
     )
     operation["responses"]["304"] = {

@@ -191,7 +191,7 @@ def committed_db(database_url: str) -> Iterator[None]:
 
     yield
     with layer_db.get_engine().begin() as conn:
-        conn.execute(text("TRUNCATE users, posts RESTART IDENTITY CASCADE"))
+        conn.execute(text("TRUNCATE users, posts, idempotency_keys RESTART IDENTITY CASCADE"))
 
 
 @pytest.fixture

@@ -3,7 +3,7 @@
 from aws_lambda_powertools.event_handler import Response
 
 from blog import services
-from blog.http import UserId, current_actor, error_responses, http_handler, make_app, ok
+from blog.http import UserId, current_actor, error_responses, http_handler, idempotent, make_app, ok
 from blog.schemas import UserOut
 
 app = make_app()
@@ -14,8 +14,9 @@ app = make_app()
     operation_id="deactivate_user",
     summary="Deactivate a user",
     tags=["users"],
-    responses=error_responses(401, 403, 404, 422, etag=True),
+    responses=error_responses(401, 403, 404, 422, etag=True, idempotent=True),
 )
+@idempotent(app)
 def deactivate_user(user_id: UserId) -> Response[UserOut]:
     user = services.deactivate_user(user_id, actor=current_actor(app))
     return ok(UserOut.model_validate(user), version=user.version)

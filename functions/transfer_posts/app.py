@@ -5,7 +5,7 @@ from typing import Annotated
 from aws_lambda_powertools.event_handler.openapi.params import Body
 
 from blog import services
-from blog.http import UserId, current_actor, error_responses, http_handler, make_app
+from blog.http import UserId, current_actor, error_responses, http_handler, idempotent, make_app
 from blog.schemas import TransferOut, TransferRequest
 
 app = make_app()
@@ -16,8 +16,9 @@ app = make_app()
     operation_id="transfer_posts",
     summary="Transfer a user's posts",
     tags=["posts"],
-    responses=error_responses(401, 403, 404, 422),
+    responses=error_responses(401, 403, 404, 422, idempotent=True),
 )
+@idempotent(app)
 def transfer_posts(user_id: UserId, body: Annotated[TransferRequest, Body()]) -> TransferOut:
     moved = services.transfer_posts(
         from_user_id=user_id, to_user_id=body.to_user_id, actor=current_actor(app)

@@ -62,6 +62,9 @@ class Settings(BaseModel):
     jwt_audience: str = "blog-api"
     access_token_ttl: int = Field(default=900, ge=60, le=86_400)
 
+    # How long the answer to a POST sent with an Idempotency-Key is kept for its retries.
+    idempotency_ttl_seconds: int = Field(default=86_400, ge=60, le=7 * 86_400)
+
     page_size_default: int = Field(default=20, ge=1, le=100)
     page_size_max: int = Field(default=100, ge=1, le=1000)
 

@@ -18,6 +18,7 @@ import struct
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
+from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import datetime
 from functools import lru_cache, wraps
@@ -508,14 +509,30 @@ def _translated(error: Exception) -> DomainError:
     return domain
 
 
+#: The unit of work open in this context, which a nested :func:`transaction` joins.
+_current: ContextVar[Session | None] = ContextVar("blog_unit_of_work", default=None)
+
+
+def in_transaction() -> bool:
+    """Whether a unit of work is open in this context (a nested one would join it)."""
+    return _current.get() is not None
+
+
 @contextmanager
 def transaction() -> Iterator[Session]:
     """One unit of work: a Session in a transaction, committed on success, rolled back on error.
 
     Driver errors leave as domain errors (see :func:`translate_error`); the session, and with
-    NullPool its connection, is closed either way.
+    NullPool its connection, is closed either way. Opened inside another one (a use case run as
+    part of a larger one, e.g. with its idempotency record), it joins it: the outer one commits,
+    or rolls everything back.
     """
+    joined = _current.get()
+    if joined is not None:
+        yield joined
+        return
     session = get_session_factory()()
+    token = _current.set(session)
     try:
         with session.begin():
             yield session
@@ -524,6 +541,7 @@ def transaction() -> Iterator[Session]:
     except (sa_exc.SQLAlchemyError, pg8000.dbapi.Error, OSError, UnicodeError) as error:
         raise _translated(error) from error
     finally:
+        _current.reset(token)
         session.close()
 
 
@@ -545,12 +563,15 @@ def retry_on_conflict(
     """Run a whole transaction again on deadlock (40P01) or serialization failure (40001).
 
     Exponential backoff with full jitter; after the last attempt a :class:`TransactionError`.
-    Decorate the function that opens the transaction, never code running inside one.
+    Decorate the function that opens the transaction. Called inside an open unit of work, it
+    runs once: the failed transaction is the outer one's, which its own retry runs again.
     """
 
     def decorate(func: Callable[P, R]) -> Callable[P, R]:
         @wraps(func)
         def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+            if in_transaction():
+                return func(*args, **kwargs)
             settings = get_settings()
             tries = attempts or settings.db_retry_attempts
             delay = settings.db_retry_base_delay if base_delay is None else base_delay

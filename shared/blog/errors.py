@@ -26,6 +26,15 @@ class ValidationError(DomainError):
     default_message = "Validation failed"
 
 
+class IdempotencyKeyReusedError(ValidationError):
+    """The ``Idempotency-Key`` was used before for a different request."""
+
+    code = "idempotency_key_reused"
+    default_message = (
+        "This Idempotency-Key was used for a different request; use a new key for a new request"
+    )
+
+
 class AuthenticationError(DomainError):
     """The caller could not be identified."""
 

@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import base64
 import binascii
+import inspect
 import json
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Annotated, Any, Final
+from functools import wraps
+from typing import TYPE_CHECKING, Annotated, Any, Final, TypeVar
 
 from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response
@@ -30,6 +32,8 @@ if TYPE_CHECKING:
 from blog import services
 from blog.auth import bearer_token, verify_token
 from blog.errors import AuthenticationError, DomainError
+from blog.idempotency import IdempotentRequest, StoredReply, fingerprint, scope_for
+from blog.models import IDEMPOTENCY_KEY_MAX
 from blog.preconditions import Precondition, etag, not_modified, parse
 from blog.schemas import ID_MAX
 from blog.services import Actor
@@ -70,6 +74,27 @@ IfMatch = Annotated[
         "another user's user or post.",
     ),
 ]
+IdempotencyKey = Annotated[
+    str | None,
+    Header(
+        alias="Idempotency-Key",
+        min_length=1,
+        max_length=IDEMPOTENCY_KEY_MAX,
+        pattern=r"^[\x21-\x7e]+$",
+        description="A unique value per request (e.g. a UUID), sent again with each retry: "
+        "the first answer is returned again (with `Idempotent-Replayed: true`) and the work is "
+        "done once; the same key with another request is a 422. Kept 24 hours.",
+    ),
+]
+#: Set on an answer that is the kept first answer to an earlier request with the same key.
+REPLAYED: Final = "Idempotent-Replayed"
+REPLAYED_HEADER: Final[OpenAPIResponseHeader] = {
+    "description": "`true` when this is the kept answer to an earlier request with the same "
+    "Idempotency-Key (the work was not done again)",
+    "schema": {"type": "string", "enum": ["true"]},
+}
+F = TypeVar("F", bound=Callable[..., Any])
+
 #: The ETag response header, as documented on every response that carries one.
 ETAG_HEADER: Final[OpenAPIResponseHeader] = {
     "description": "The version of the resource (send it back in If-Match or If-None-Match)",
@@ -92,14 +117,19 @@ _ERROR_DESCRIPTIONS: Final = {
 
 
 def error_responses(
-    *statuses: int, success: int = 200, no_content: bool = False, etag: bool = False
+    *statuses: int,
+    success: int = 200,
+    no_content: bool = False,
+    etag: bool = False,
+    idempotent: bool = False,
 ) -> dict[int, OpenAPIResponse]:
     """OpenAPI descriptions of a route's responses: its success and the error statuses it
     documents (plus the ones all share).
 
     ``success`` is the status of a successful answer, whose body Powertools describes from the
     route's return type (201 also sends ``Location``); ``no_content`` documents a 204 with no body
-    instead, for routes that answer with none; ``etag``: the success carries an ``ETag``.
+    instead, for routes that answer with none; ``etag``: the success carries an ``ETag``;
+    ``idempotent``: the route takes an ``Idempotency-Key`` (see :func:`idempotent`).
     """
     shared = {503} | ({400, 413, 415} if 422 in statuses else set())
     responses: dict[int, OpenAPIResponse] = {
@@ -122,6 +152,8 @@ def error_responses(
         responses[success] = {"description": "OK"}
     if etag and not no_content:
         responses[success].setdefault("headers", {})["ETag"] = ETAG_HEADER
+    if idempotent:
+        responses[success].setdefault("headers", {})[REPLAYED] = REPLAYED_HEADER
     return responses
 
 
@@ -357,3 +389,69 @@ def optional_actor(app: APIGatewayHttpResolver) -> Actor | None:
     if token is None:
         return None
     return services.actor_for(verify_token(token).user_id)
+
+
+def _kept(result: Any) -> StoredReply:
+    """A route's answer as it is kept for retries."""
+    body: Any = result
+    status, headers = 200, {}
+    if isinstance(result, Response):
+        body, status = result.body, result.status_code
+        headers = {
+            k: str(v) for k, v in (result.headers or {}).items() if k.lower() != "content-type"
+        }
+    if hasattr(body, "model_dump_json"):
+        text = body.model_dump_json()
+    else:
+        text = "" if body is None else json.dumps(body)
+    return StoredReply(status, headers, text)
+
+
+def _replay(reply: StoredReply) -> Response[Any]:
+    body = json.loads(reply.body) if reply.body else None
+    headers = {**reply.headers, REPLAYED: "true"}
+    return Response(reply.status, JSON if body is not None else None, body, headers)
+
+
+def idempotent(app: APIGatewayHttpResolver) -> Callable[[F], F]:
+    """For a ``POST`` route (below its route decorator): with an ``Idempotency-Key`` header, the
+    route runs at most once per key of the caller, and retries get its first answer again
+    (:func:`blog.services.run_once`). The header is added to the route's parameters, so it is
+    validated and documented like any other."""
+
+    def decorate(func: F) -> F:
+        signature = inspect.signature(func, eval_str=True)
+        header = inspect.Parameter(
+            "idempotency_key", inspect.Parameter.KEYWORD_ONLY, default=None,
+            annotation=IdempotencyKey,
+        )  # fmt: skip
+        params = [*signature.parameters.values(), header]
+
+        @wraps(func)
+        def route(*args: Any, idempotency_key: str | None = None, **kwargs: Any) -> Any:
+            if idempotency_key is None:
+                return func(*args, **kwargs)
+            event = app.current_event
+            context = event.request_context.authorizer.get_lambda or {}
+            scope = scope_for(int(context["user_id"]) if "user_id" in context else None)
+            request = IdempotentRequest(
+                scope=scope,
+                key=idempotency_key,
+                fingerprint=fingerprint(
+                    scope=scope, key=idempotency_key, method=event.http_method,
+                    path=event.raw_path, body=event.body,
+                ),
+            )  # fmt: skip
+            first: dict[str, Any] = {}
+
+            def work() -> StoredReply:
+                first["result"] = func(*args, **kwargs)
+                return _kept(first["result"])
+
+            reply = services.run_once(request, work)
+            return _replay(reply) if reply.replayed else first["result"]
+
+        route.__signature__ = signature.replace(parameters=params)  # type: ignore[attr-defined]
+        return route  # type: ignore[return-value]
+
+    return decorate

@@ -14,11 +14,13 @@ from sqlalchemy import (
     Index,
     Integer,
     MetaData,
+    SmallInteger,
     String,
     Text,
     func,
     text,
 )
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship, validates
 
 EMAIL_MAX: Final = 255
@@ -28,6 +30,7 @@ TITLE_MAX: Final = 200
 CONTENT_MAX: Final = 100_000
 STATUS_ACTIVE: Final = "active"
 STATUS_INACTIVE: Final = "inactive"
+IDEMPOTENCY_KEY_MAX: Final = 255
 
 # Stable constraint names, so Alembic autogenerate and hand-written migrations agree.
 NAMING_CONVENTION: Final = {
@@ -131,3 +134,30 @@ class Post(TimestampMixin, VersionMixin, Base):
 
     def __repr__(self) -> str:
         return f"<Post id={self.id} author_id={self.author_id}>"
+
+
+class IdempotencyKey(Base):
+    """The first answer to a ``POST`` sent with an ``Idempotency-Key``, kept for its retries.
+
+    Written in the transaction of the write it answers: the row exists (committed) exactly when
+    the write does. ``scope`` is the caller (``user:<id>``, or ``anonymous`` on public routes),
+    ``fingerprint`` identifies the request (route, path, body); the response columns are set
+    before the commit, so a committed row always has them.
+    """
+
+    __tablename__ = "idempotency_keys"
+    __table_args__ = (Index("ix_idempotency_keys_expires_at", "expires_at"),)
+
+    scope: Mapped[str] = mapped_column(String(40), primary_key=True)
+    key: Mapped[str] = mapped_column(String(IDEMPOTENCY_KEY_MAX), primary_key=True)
+    fingerprint: Mapped[str] = mapped_column(String(64))
+    status_code: Mapped[int | None] = mapped_column(SmallInteger)
+    headers: Mapped[dict[str, str] | None] = mapped_column(JSONB)
+    body: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), server_default=func.now(), nullable=False
+    )
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+    def __repr__(self) -> str:
+        return f"<IdempotencyKey scope={self.scope!r}>"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import timedelta
 from functools import lru_cache
 from operator import itemgetter
 from typing import TYPE_CHECKING, Any, Final, Generic, TypeVar
@@ -40,6 +41,7 @@ from blog.models import (
     STATUS_ACTIVE,
     STATUS_INACTIVE,
     Base,
+    IdempotencyKey,
     Post,
     User,
     normalize_email,
@@ -502,4 +504,75 @@ class PostRepository(Repository[Post]):
             .values(author_id=to_user_id, version=Post.version + 1)
             .execution_options(synchronize_session=False)
         )
+        return int(result.rowcount)  # type: ignore[attr-defined]
+
+
+class IdempotencyKeyRepository:
+    """The answers kept for retries of requests with an ``Idempotency-Key``."""
+
+    def __init__(self, session: Session) -> None:
+        self.session = session
+
+    def claim(self, scope: str, key: str, fingerprint: str, ttl_seconds: int) -> bool:
+        """Take the key for this transaction: True if it is new (or its old answer expired).
+
+        One ``INSERT … ON CONFLICT``: while another transaction holds the key uncommitted, this
+        waits for it (the unique index decides); then False if that one committed, and the
+        answer is there to read, or True if it rolled back.
+        """
+        insert = pg_insert(IdempotencyKey).values(
+            scope=scope,
+            key=key,
+            fingerprint=fingerprint,
+            expires_at=func.now() + timedelta(seconds=ttl_seconds),
+        )
+        stmt = insert.on_conflict_do_update(
+            index_elements=[IdempotencyKey.scope, IdempotencyKey.key],
+            set_={
+                "fingerprint": insert.excluded.fingerprint,
+                "expires_at": insert.excluded.expires_at,
+                "created_at": func.now(),
+                "status_code": None,
+                "headers": None,
+                "body": None,
+            },
+            where=IdempotencyKey.expires_at <= func.now(),
+        ).returning(IdempotencyKey.scope)
+        return self.session.execute(stmt).first() is not None
+
+    def complete(
+        self, scope: str, key: str, *, status: int, headers: Mapping[str, str], body: str
+    ) -> None:
+        """Keep the answer of the key claimed in this transaction."""
+        self.session.execute(
+            update(IdempotencyKey)
+            .where(IdempotencyKey.scope == scope, IdempotencyKey.key == key)
+            .values(status_code=status, headers=dict(headers), body=body)
+            .execution_options(synchronize_session=False)
+        )
+
+    def get(self, scope: str, key: str) -> IdempotencyKey | None:
+        """The committed record of the key, if any."""
+        stmt = select(IdempotencyKey).where(
+            IdempotencyKey.scope == scope, IdempotencyKey.key == key
+        )
+        return self.session.scalar(stmt.execution_options(populate_existing=True))
+
+    def purge_expired(self, limit: int) -> int:
+        """Delete up to ``limit`` expired records, oldest first; how many went.
+
+        Rows another transaction holds are skipped (``SKIP LOCKED``), so a purge never waits
+        for a request, nor two purges for each other.
+        """
+        expired = (
+            select(IdempotencyKey.scope, IdempotencyKey.key)
+            .where(IdempotencyKey.expires_at < func.now())
+            .order_by(IdempotencyKey.expires_at)
+            .limit(limit)
+            .with_for_update(skip_locked=True)
+        )
+        stmt = delete(IdempotencyKey).where(
+            tuple_(IdempotencyKey.scope, IdempotencyKey.key).in_(expired)
+        )
+        result = self.session.execute(stmt.execution_options(synchronize_session=False))
         return int(result.rowcount)  # type: ignore[attr-defined]

@@ -51,6 +51,24 @@ def needs_rehash(hashed: str) -> bool:
     return _hasher().check_needs_rehash(hashed)
 
 
+def secret_digest(secret: str, salt: bytes) -> bytes:
+    """A slow, salted digest of ``secret`` (Argon2id, the password cost), never reversible by
+    brute force more cheaply than the password's own hash: for fingerprints of requests that
+    carry a password (``salt``: at least 8 bytes, specific to the request)."""
+    from argon2.low_level import Type, hash_secret_raw
+
+    settings = get_settings()
+    return hash_secret_raw(
+        secret.encode("utf-8", "surrogatepass"),
+        salt,
+        time_cost=settings.argon2_time_cost,
+        memory_cost=settings.argon2_memory_kib,
+        parallelism=settings.argon2_parallelism,
+        hash_len=32,
+        type=Type.ID,
+    )
+
+
 # The PHC string of an Argon2id hash as argon2-cffi writes it: version, costs, salt, digest.
 _OUR_HASH = re.compile(
     r"\$argon2id\$v=19\$m=[1-9][0-9]{0,7},t=[1-9][0-9]{0,3},p=[1-9][0-9]{0,2}"

@@ -7,22 +7,25 @@ where the use case loaded them.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
+from blog.config import get_settings
 from blog.db import retry_on_conflict, transaction
 from blog.errors import (
     AuthenticationError,
     ForbiddenError,
+    IdempotencyKeyReusedError,
     NotFoundError,
     PreconditionFailedError,
     PreconditionRequiredError,
     ValidationError,
 )
+from blog.idempotency import IdempotentRequest, StoredReply
 from blog.models import Post, User, normalize_email, normalize_username
 from blog.preconditions import Precondition, etag
-from blog.repositories import Page, PostRepository, UserRepository
+from blog.repositories import IdempotencyKeyRepository, Page, PostRepository, UserRepository
 from blog.security import dummy_hash, hash_password, needs_rehash, verify_password
 
 WELCOME_CONTENT: Final = "Thanks for joining. This is your first post: edit it or write a new one."
@@ -380,3 +383,45 @@ def delete_post(post_id: int, *, actor: Actor, if_match: Precondition | None = N
         post = _owned_post(posts, post_id, actor)
         _check_version(post, if_match, actor=actor, owner_id=post.author_id)
         posts.delete(post_id)
+
+
+# --- safe retries ---------------------------------------------------------------------------
+
+
+@retry_on_conflict()
+def run_once(request: IdempotentRequest, work: Callable[[], StoredReply]) -> StoredReply:
+    """``work`` at most once per key of the caller: its answer, or the one kept from before.
+
+    The key is claimed, the work done (its own units of work join this one) and its answer
+    kept, all in one transaction: a failure keeps nothing, so a retry does the work then.
+    A concurrent duplicate waits for the first to end and gets its answer (``replayed``).
+    The same key with another request is a ``IdempotencyKeyReusedError`` (422).
+    """
+    ttl = get_settings().idempotency_ttl_seconds
+    with transaction() as session:
+        keys = IdempotencyKeyRepository(session)
+        if keys.claim(request.scope, request.key, request.fingerprint, ttl):
+            reply = work()
+            keys.complete(
+                request.scope, request.key, status=reply.status, headers=reply.headers,
+                body=reply.body,
+            )  # fmt: skip
+            return reply
+        kept = keys.get(request.scope, request.key)
+    if kept is None or kept.status_code is None:  # pragma: no cover - claim() just saw it
+        raise AssertionError("an unclaimable key without a committed answer")
+    if kept.fingerprint != request.fingerprint:
+        raise IdempotencyKeyReusedError(details={"header": "Idempotency-Key"})
+    return StoredReply(kept.status_code, dict(kept.headers or {}), kept.body or "", replayed=True)
+
+
+def purge_idempotency_keys(*, batch: int = 5000, max_batches: int = 100) -> int:
+    """Delete expired idempotency records, a batch per transaction; how many went."""
+    deleted = 0
+    for _ in range(max_batches):
+        with transaction() as session:
+            count = IdempotencyKeyRepository(session).purge_expired(batch)
+        deleted += count
+        if count < batch:
+            break
+    return deleted

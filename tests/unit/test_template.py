@@ -381,6 +381,21 @@ def test_import_queue_has_a_dead_letter_queue_and_a_long_enough_visibility_timeo
     assert int(queue["VisibilityTimeout"]) >= 6 * int(function["Timeout"])
 
 
+def test_expired_idempotency_keys_are_purged_every_hour() -> None:
+    (event,) = functions()["PurgeIdempotencyKeysFunction"]["Events"].values()
+    assert event["Type"] == "ScheduleV2"
+    assert event["Properties"]["ScheduleExpression"] == "rate(1 hour)"
+
+
+def test_cors_lets_browsers_send_the_conditional_and_idempotency_headers() -> None:
+    cors = resources("AWS::Serverless::HttpApi")["HttpApi"]["Properties"]["CorsConfiguration"]
+    allowed = cors["Fn::If"][1]
+    assert {"if-match", "if-none-match", "idempotency-key"} <= set(allowed["AllowHeaders"])
+    assert {"etag", "location", "retry-after", "idempotent-replayed"} <= set(
+        allowed["ExposeHeaders"]
+    )
+
+
 def test_import_function_reports_batch_item_failures_with_parameterised_batching() -> None:
     (event,) = functions()["ImportUsersFunction"]["Events"].values()
     assert event["Type"] == "SQS"
@@ -412,17 +427,20 @@ def test_every_other_function_waits_for_the_migrations() -> None:
             assert resource.get("DependsOn") == "DatabaseMigrations", name
 
 
-def test_every_other_event_belongs_to_the_import_or_migration_function() -> None:
+def test_every_other_event_belongs_to_the_import_purge_or_migration_function() -> None:
     others = {p.stem for p in EVENTS.glob("*.json")} - {p.stem for p in route_events()}
     others.discard(AUTHORIZER_FOLDER)
     assert others == {
         "import_users",
+        "purge_idempotency_keys",
         "migrations_create",
         "migrations_update",
         "migrations_delete",
         "migrations_current",
         "migrations_history",
     }
+    scheduled = json.loads((EVENTS / "purge_idempotency_keys.json").read_text())
+    assert (scheduled["source"], scheduled["detail-type"]) == ("aws.events", "Scheduled Event")
     sqs = json.loads((EVENTS / "import_users.json").read_text())
     assert {r["eventSource"] for r in sqs["Records"]} == {"aws:sqs"}
     for kind in ("create", "update", "delete"):
