@@ -37,8 +37,8 @@ $(STAMP): requirements.lock
 
 venv: $(STAMP) ## Create .venv and install the locked dependencies
 
-test: $(STAMP) ## Run the whole test suite
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+test: $(STAMP) ## Run the whole test suite, with the coverage floor (pyproject.toml)
+	$(BIN)/python -m pytest --cov --cov-report=term $(PYTEST_ARGS)
 
 soak: $(STAMP) ## A long mixed load through the local gateway (SOAK_REQUESTS, default 20000)
 	SOAK_REQUESTS=$${SOAK_REQUESTS:-20000} $(BIN)/python -m pytest tests/e2e/test_load.py -k sustained $(PYTEST_ARGS)

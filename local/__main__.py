@@ -13,10 +13,12 @@ runs, and migrates it to the latest revision first.
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import os
 import secrets
 import signal
+import socket
 import sys
 import threading
 from pathlib import Path
@@ -25,6 +27,50 @@ from typing import Any
 from local.functions import REPO
 
 STATE = REPO / ".local"
+#: The embedded PostgreSQL's port unless LOCAL_DB_PORT says otherwise (or it is taken).
+DEFAULT_DB_PORT = 54329
+
+
+class LocalError(Exception):
+    """Something the user can fix; reported in one line, without a traceback."""
+
+
+def _port_free(port: int) -> bool:
+    """Whether a server could listen on 127.0.0.1:``port`` now."""
+    with socket.socket() as probe:
+        # As PostgreSQL binds: a port whose last connections linger in TIME_WAIT is free.
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def database_port() -> int:
+    """LOCAL_DB_PORT if set (it must be free), else the default, else any free port."""
+    chosen = os.environ.get("LOCAL_DB_PORT")
+    if chosen:
+        if not chosen.isdigit() or not 0 < int(chosen) < 65536:
+            raise LocalError(f"LOCAL_DB_PORT must be a port number (1-65535), not {chosen!r}")
+        if not _port_free(int(chosen)):
+            raise LocalError(
+                f"port {chosen} (LOCAL_DB_PORT) is taken: set LOCAL_DB_PORT to a free port, "
+                "or unset it to let make local pick one"
+            )
+        return int(chosen)
+    if _port_free(DEFAULT_DB_PORT):
+        return DEFAULT_DB_PORT
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = int(probe.getsockname()[1])
+    print(  # noqa: T201
+        f"Port {DEFAULT_DB_PORT} is taken; the embedded PostgreSQL uses {port} "
+        "(set LOCAL_DB_PORT to choose one)",
+        file=sys.stderr,
+        flush=True,
+    )
+    return port
 
 
 def _signing_key() -> str:
@@ -42,12 +88,22 @@ def _start_database() -> tuple[str, Any]:
     url = os.environ.get("DATABASE_URL")
     if url:
         return url, None
-    from local.embedded_pg import EmbeddedPostgres, reachable_data_dir
+    from local.embedded_pg import AlreadyRunningError, EmbeddedPostgres, reachable_data_dir
 
     STATE.mkdir(exist_ok=True)
-    port = int(os.environ.get("LOCAL_DB_PORT", "54329"))
-    server = EmbeddedPostgres(reachable_data_dir(STATE / "pgdata"), persistent=True, port=port)
-    server.start()
+    server = EmbeddedPostgres(
+        reachable_data_dir(STATE / "pgdata"), persistent=True, port=database_port()
+    )
+    try:
+        server.start()
+    except AlreadyRunningError as error:
+        raise LocalError(
+            f"{error}: another make local uses this checkout's database; stop it, or point "
+            "DATABASE_URL at a database"
+        ) from None
+    except RuntimeError as error:
+        first = str(error).splitlines()[0]
+        raise LocalError(f"{first} (server log: {server.data_dir / 'server.log'})") from None
     return server.url("postgres"), server
 
 
@@ -121,7 +177,20 @@ def serve(args: argparse.Namespace) -> int:
     try:
         prepare_environment(url)
         revision = _migrate(url)
-        gateway = Gateway((args.host, args.port), workers=args.workers, extra_routes=_docs_routes())
+        try:
+            gateway = Gateway(
+                (args.host, args.port),
+                workers=args.workers,
+                extra_routes=_docs_routes(),
+                reload=not args.no_reload,
+            )
+        except OSError as error:
+            if error.errno != errno.EADDRINUSE:
+                raise
+            raise LocalError(
+                f"port {args.port} on {args.host} is taken: choose another with PORT=<port> "
+                "(or --port)"
+            ) from None
         host, port = str(gateway.server_address[0]), int(gateway.server_address[1])
         print(f"Database: {_redact(url)} (revision {revision})", flush=True)  # noqa: T201
         print(f"API:      http://{host}:{port}   Swagger UI: http://{host}:{port}/docs", flush=True)  # noqa: T201
@@ -196,19 +265,28 @@ def main(argv: list[str] | None = None) -> int:
     serve_cmd.add_argument(
         "--workers", type=int, default=2, help="execution environments per function (default 2)"
     )
+    serve_cmd.add_argument(
+        "--no-reload",
+        action="store_true",
+        help="keep execution environments when a function's code or the layer changes",
+    )
     invoke_cmd = commands.add_parser("invoke", help="run one function on one event")
     invoke_cmd.add_argument("function", help="logical id in template.yaml, e.g. GetPostFunction")
     invoke_cmd.add_argument("--event", "-e", required=True, help="event JSON file, or - for stdin")
     invoke_cmd.add_argument("--no-migrate", action="store_true")
     commands.add_parser("db", help="run only the database")
     args = parser.parse_args(argv)
-    if args.command in (None, "serve"):
-        if args.command is None:
-            args = serve_cmd.parse_args([])
-        return serve(args)
-    if args.command == "invoke":
-        return invoke(args)
-    return database(args)
+    try:
+        if args.command in (None, "serve"):
+            if args.command is None:
+                args = serve_cmd.parse_args([])
+            return serve(args)
+        if args.command == "invoke":
+            return invoke(args)
+        return database(args)
+    except LocalError as error:
+        print(f"local: {error}", file=sys.stderr)  # noqa: T201
+        return 2
 
 
 if __name__ == "__main__":

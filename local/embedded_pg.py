@@ -133,6 +133,10 @@ def _check_root_owned(path: Path) -> Path:
     return path
 
 
+class AlreadyRunningError(RuntimeError):
+    """Another server runs on the data directory."""
+
+
 class EmbeddedPostgres:
     """One server on 127.0.0.1; ``persistent=False`` deletes its data directory on stop.
 
@@ -180,7 +184,7 @@ class EmbeddedPostgres:
             return self
         other = self.pid
         if other is not None and _is_postmaster(other, self.data_dir):
-            raise RuntimeError(f"a server (pid {other}) already runs on {self.data_dir}")
+            raise AlreadyRunningError(f"a server (pid {other}) already runs on {self.data_dir}")
         self._prepare()
         # TCP only (-k ''): a socket path under a deep directory can exceed the 107-byte limit.
         options = [f"-h {self.host}", f"-p {self.port}", "-k ''", "-c max_connections=200"]

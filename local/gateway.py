@@ -27,7 +27,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
-from local.functions import Function, functions, load_handler
+from local.functions import REPO, Function, functions, load_handler
+
+#: The layer's code: a change there means new execution environments for every function.
+LAYER = REPO / "shared" / "blog"
 
 AUTHORIZER_ID = "AuthorizerFunction"
 ROUTE_ARN_PREFIX = "arn:aws:execute-api:eu-west-1:123456789012:local/$default"
@@ -242,18 +245,40 @@ class Gateway(ThreadingHTTPServer):
         workers: int,
         extra_routes: Any = None,
         worker_log: str | None = None,
+        *,
+        reload: bool = False,
     ) -> None:
-        super().__init__(address, _RequestHandler)
         self.workers = workers
         self.extra_routes = extra_routes or {}
         #: A file the workers append their stdout and stderr to (Lambda's log stream), if set.
         self.worker_log = worker_log
+        #: Whether a change of a function's code or of the layer starts new environments.
+        self.reload = reload
         self._pools: dict[str, ProcessPoolExecutor] = {}
+        self._stamps: dict[str, int] = {}
         self._pools_lock = threading.Lock()
+        # Last: a port that is taken fails here, and server_close (which socketserver calls
+        # then) needs the attributes above.
+        super().__init__(address, _RequestHandler)
 
     def _pool(self, function: Function) -> ProcessPoolExecutor:
         with self._pools_lock:
+            stale = self._pools.get(function.logical_id)
+            if stale is not None and self.reload:
+                stamp = code_stamp(function)
+                if stamp != self._stamps.get(function.logical_id):
+                    # Requests already running finish in the old environments; new ones start
+                    # fresh processes, which import the code as it is now.
+                    del self._pools[function.logical_id]
+                    stale.shutdown(wait=False)
+                    print(  # noqa: T201
+                        f"{function.logical_id}: code changed, new execution environments",
+                        file=sys.stderr,
+                        flush=True,
+                    )
             if function.logical_id not in self._pools:
+                if self.reload:
+                    self._stamps[function.logical_id] = code_stamp(function)
                 self._pools[function.logical_id] = ProcessPoolExecutor(
                     max_workers=self.workers,
                     mp_context=multiprocessing.get_context("spawn"),
@@ -296,6 +321,18 @@ class Gateway(ThreadingHTTPServer):
             for thread in closing:
                 thread.join()
             self._pools.clear()
+
+
+def code_stamp(function: Function) -> int:
+    """A digest of the paths and modification times of the Python files of the function's folder
+    and the layer: it changes when a file is saved, added or removed."""
+    seen = []
+    for path in sorted([*function.code_dir.rglob("*.py"), *LAYER.rglob("*.py")]):
+        try:
+            seen.append((str(path), path.stat().st_mtime_ns))
+        except FileNotFoundError:  # removed meanwhile: its absence tells
+            continue
+    return hash(tuple(seen))
 
 
 def _start_environment(code_dir: str, worker_log: str | None = None) -> None:

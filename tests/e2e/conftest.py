@@ -197,7 +197,7 @@ class Http:
 
 
 def start_gateway(
-    env: dict[str, str], *, workers: int = 2, worker_log: str | None = None
+    env: dict[str, str], *, workers: int = 2, worker_log: str | None = None, reload: bool = False
 ) -> tuple[Any, str, dict[str, str | None]]:
     """A gateway on an ephemeral port with ``env`` set; the gateway, its URL, the replaced env.
 
@@ -207,7 +207,7 @@ def start_gateway(
 
     saved = {k: os.environ.get(k) for k in env}
     os.environ.update(env)  # the worker processes inherit it when they start
-    gateway = Gateway(("127.0.0.1", 0), workers=workers, worker_log=worker_log)
+    gateway = Gateway(("127.0.0.1", 0), workers=workers, worker_log=worker_log, reload=reload)
     threading.Thread(target=gateway.serve_forever, daemon=True).start()
     return gateway, f"http://127.0.0.1:{gateway.server_address[1]}", saved
 
