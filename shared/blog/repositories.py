@@ -564,15 +564,17 @@ class IdempotencyKeyRepository:
         Rows another transaction holds are skipped (``SKIP LOCKED``), so a purge never waits
         for a request, nor two purges for each other.
         """
-        expired = (
-            select(IdempotencyKey.scope, IdempotencyKey.key)
-            .where(IdempotencyKey.expires_at < func.now())
-            .order_by(IdempotencyKey.expires_at)
+        # By physical row id: the rows the index scan locked are deleted by a TID scan, one
+        # look-up each (matching on the key columns instead would hash-join the whole table).
+        table = IdempotencyKey.__table__.alias("expired")
+        expired: Select[Any] = (
+            select(literal_column("ctid"))
+            .select_from(table)
+            .where(table.c.expires_at < func.now())
+            .order_by(table.c.expires_at)
             .limit(limit)
             .with_for_update(skip_locked=True)
         )
-        stmt = delete(IdempotencyKey).where(
-            tuple_(IdempotencyKey.scope, IdempotencyKey.key).in_(expired)
-        )
+        stmt = delete(IdempotencyKey).where(literal_column("ctid").in_(expired))
         result = self.session.execute(stmt.execution_options(synchronize_session=False))
         return int(result.rowcount)  # type: ignore[attr-defined]
