@@ -252,6 +252,18 @@ def deactivate_user(user_id: int, *, actor: Actor) -> User:
         return user
 
 
+@retry_on_conflict()
+def set_admin(email: str, *, is_admin: bool) -> User:
+    """Grant or revoke admin rights by email (an operator's action: no actor, no API route)."""
+    with transaction() as session:
+        users = UserRepository(session)
+        user = users.get_by_email(normalize_email(email))
+        updated = users.update(user.id, is_admin=is_admin) if user is not None else None
+        if updated is None:
+            raise NotFoundError("No user with that email")
+        return updated
+
+
 def list_user_posts(
     user_id: int, *, actor: Actor, include_drafts: bool, page: int, page_size: int | None
 ) -> Page[Post]:

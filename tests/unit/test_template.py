@@ -406,6 +406,15 @@ def test_migrations_run_as_a_custom_resource_with_the_current_scripts_digest() -
     assert int(migrations["Timeout"]) > 10 + 60  # room for the guard and real migrations
 
 
+def test_the_migration_resource_cannot_keep_a_stack_waiting_an_hour() -> None:
+    resource = template()["Resources"]["DatabaseMigrations"]["Properties"]
+    migrations = functions()["MigrationsFunction"]
+    # CloudFormation gives up shortly after the function's own timeout, not after an hour...
+    assert int(migrations["Timeout"]) < int(resource["ServiceTimeout"]) <= 600
+    # ...and Lambda does not run a second upgrade after a failed first one already answered.
+    assert migrations["EventInvokeConfig"]["MaximumRetryAttempts"] == 0
+
+
 def test_every_other_function_waits_for_the_migrations() -> None:
     for name, resource in template()["Resources"].items():
         if resource["Type"] == "AWS::Serverless::Function" and name != "MigrationsFunction":
