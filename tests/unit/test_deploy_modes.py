@@ -438,3 +438,44 @@ def test_every_function_but_the_migrations_deploys_gradually_behind_the_alias() 
         "BearerAuthorizer"
     ]
     assert authorizer["FunctionArn"] == {"Ref": "AuthorizerFunction.Alias"}
+
+
+# ------------------------------------------------------------------------------- samconfig
+
+
+def samconfig_overrides() -> dict[str, dict[str, str]]:
+    """``parameter_overrides`` of every samconfig.toml section, as name -> value."""
+    import shlex
+    import tomllib
+
+    config = tomllib.loads((REPO / "samconfig.toml").read_text())
+    found = {}
+    for env, commands in config.items():
+        if not isinstance(commands, dict):
+            continue
+        for command, section in commands.items():
+            overrides = section.get("parameters", {}).get("parameter_overrides")
+            if overrides is not None:
+                found[f"{env}.{command}"] = dict(w.split("=", 1) for w in shlex.split(overrides))
+    return found
+
+
+def test_samconfig_deploys_every_stage_with_nothing_to_fill_in() -> None:
+    sections = samconfig_overrides()
+    assert {"default.deploy", "dev.deploy", "prod.deploy"} <= set(sections)
+    params = template()["Parameters"]
+    for section, overrides in sections.items():
+        assert set(overrides) <= set(params), section
+        for name, value in overrides.items():
+            spec = params[name]
+            assert "REPLACE" not in value, f"{section}: {name} is a placeholder"
+            if "AllowedValues" in spec:
+                assert value in [str(v) for v in spec["AllowedValues"]], f"{section}: {name}"
+            if "AllowedPattern" in spec:
+                assert re.fullmatch(spec["AllowedPattern"], value), f"{section}: {name}"
+        # The default path is the created-everything mode: no resource needs a value typed in.
+        rendered = Rendered(overrides)
+        assert {"Vpc", "DbCluster", "JwtSigningKey"} <= set(rendered.resources), section
+    assert sections["prod.deploy"]["Stage"] == "prod"
+    assert sections["default.deploy"]["Stage"] == sections["dev.deploy"]["Stage"] == "dev"
+    assert "REPLACE_WITH" not in (REPO / "samconfig.toml").read_text()
