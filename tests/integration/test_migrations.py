@@ -219,6 +219,31 @@ def test_each_revision_steps_down_and_up_again(
     assert (schema_snapshot(engine), extensions(engine)) == before
 
 
+def test_an_interrupted_concurrent_index_build_is_rebuilt_by_the_next_upgrade(
+    engine: Engine,
+) -> None:
+    # Given the trigram index left INVALID, as an interrupted CREATE INDEX CONCURRENTLY leaves
+    # it, and the database one revision before the one that builds it (its commit never came)
+    upgrade(engine, "head")
+    builder = ScriptDirectory.from_config(alembic_config()).get_revision("0008")
+    index = "SELECT indexrelid::int, indisvalid FROM pg_index"
+    index += " WHERE indexrelid = to_regclass('ix_posts_content_trgm')"
+    with engine.begin() as conn:
+        before, _ = conn.execute(text(index)).one()
+        conn.execute(text(f"UPDATE pg_index SET indisvalid = false WHERE indexrelid = {before}"))
+        conn.execute(
+            text("UPDATE alembic_version SET version_num = :rev"), {"rev": builder.down_revision}
+        )
+    # When the upgrade runs again
+    upgrade(engine, "head")
+    # Then the leftover was dropped and the index built anew, valid
+    with engine.connect() as conn:
+        after, valid = conn.execute(text(index)).one()
+    assert valid is True
+    assert after != before
+    assert current_revision(engine) == HEAD
+
+
 # --- data: expand and contract -------------------------------------------------------------------
 
 INSERT_USER = text(
