@@ -52,4 +52,4 @@ def test_bench_scale_runs_end_to_end_at_a_tiny_size(
     for route, plans in results["plans"].items():
         assert plans, route
         assert all("actual time" in plan for plan in plans), route
-    assert results["deep_pages"] == 2
+    assert results["deep_pages"] == {label: {"posts": 2, "users": 2} for label in ("S", "L")}
