@@ -25,7 +25,7 @@ app = make_app()
     "/posts",
     summary="List published posts",
     tags=["posts"],
-    responses=error_responses(400, 422),
+    responses=error_responses(400, 422, paged=True),
 )
 def list_posts(
     q: Annotated[

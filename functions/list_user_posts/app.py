@@ -27,7 +27,7 @@ app = make_app()
     "/users/<user_id>/posts",
     summary="List a user's posts",
     tags=["posts"],
-    responses=error_responses(400, 401, 403, 404, 422),
+    responses=error_responses(400, 401, 403, 404, 422, paged=True),
 )
 def list_user_posts(
     user_id: UserId,

@@ -20,7 +20,10 @@ app = make_app()
 
 
 @app.get(
-    "/users", summary="List active users", tags=["users"], responses=error_responses(400, 401, 422)
+    "/users",
+    summary="List active users",
+    tags=["users"],
+    responses=error_responses(400, 401, 422, paged=True),
 )
 def list_users(
     page: PageNumber = 1, page_size: PageSize = None, cursor: Cursor = None

@@ -91,14 +91,14 @@ _ERROR_DESCRIPTIONS: Final = {
 
 
 def error_responses(
-    *statuses: int, success: int = 200, no_content: bool = False
+    *statuses: int, success: int = 200, no_content: bool = False, paged: bool = False
 ) -> dict[int, OpenAPIResponse]:
     """OpenAPI descriptions of a route's responses: its success and the error statuses it
     documents (plus the ones all share).
 
     ``success`` is the status of a successful answer, whose body Powertools describes from the
     route's return type (201 also sends ``Location``); ``no_content`` documents a 204 with no body
-    instead, for routes that answer with none.
+    instead, for routes that answer with none; ``paged`` documents a list's ``Link`` header.
     """
     shared = {503} | ({400, 413, 415} if 422 in statuses else set())
     responses: dict[int, OpenAPIResponse] = {
@@ -116,6 +116,12 @@ def error_responses(
             "headers": {
                 "Location": {"description": "The new resource", "schema": {"type": "string"}}
             },
+        }
+    elif paged:
+        link = 'The next page, as <path?query&cursor=next_cursor>; rel="next" (RFC 8288)'
+        responses[success] = {
+            "description": "One page of the list",
+            "headers": {"Link": {"description": link, "schema": {"type": "string"}}},
         }
     else:
         responses[success] = {"description": "OK"}

@@ -298,7 +298,9 @@ class PostListItem(Response):
     title: str
     excerpt: Annotated[str, AfterValidator(make_excerpt)] = Field(
         description=f"The start of the content, at most {EXCERPT_CHARS} characters, cut at a "
-        "word boundary and ending in \u2026 when the content is longer"
+        "word boundary and ending in \u2026 when the content is longer (GET /posts/{post_id} "
+        "has the whole content)",
+        json_schema_extra={"maxLength": EXCERPT_CHARS},
     )
     published: bool
     author_id: int
