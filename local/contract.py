@@ -272,8 +272,10 @@ def declared(changelog: str) -> list[str]:
 
 
 def undeclared(findings: list[Finding], patterns: list[str]) -> list[Finding]:
-    """The findings no pattern matches."""
-    return [f for f in findings if not any(fnmatch.fnmatchcase(f.key, p) for p in patterns)]
+    """The findings no pattern matches (``*`` and ``?`` are wildcards; ``[]`` is literal, as
+    in the keys of array items)."""
+    literal = [p.replace("[", "[[]") for p in patterns]
+    return [f for f in findings if not any(fnmatch.fnmatchcase(f.key, p) for p in literal)]
 
 
 def main(argv: list[str] | None = None) -> int:

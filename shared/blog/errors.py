@@ -35,6 +35,17 @@ class IdempotencyKeyReusedError(ValidationError):
     )
 
 
+class InvalidCursorError(ValidationError):
+    """A list's ``cursor`` is not one this API issued for that list (or it is stale)."""
+
+    status = 400
+    code = "invalid_cursor"
+    default_message = "Invalid cursor"
+
+    def __init__(self, message: str | None = None, *, reason: str) -> None:
+        super().__init__(message, details={"in": "query", "field": "cursor", "reason": reason})
+
+
 class AuthenticationError(DomainError):
     """The caller could not be identified."""
 
@@ -123,6 +134,7 @@ HTTP_STATUS: dict[type[DomainError], int] = {
     for cls in (
         DomainError,
         ValidationError,
+        InvalidCursorError,
         AuthenticationError,
         ForbiddenError,
         PreconditionFailedError,

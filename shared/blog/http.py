@@ -13,6 +13,7 @@ import json
 from collections.abc import Callable
 from functools import wraps
 from typing import TYPE_CHECKING, Annotated, Any, Final, TypeVar
+from urllib.parse import urlencode
 
 from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response
@@ -34,7 +35,9 @@ from blog.auth import bearer_token, verify_token
 from blog.errors import AuthenticationError, DomainError
 from blog.idempotency import IdempotentRequest, StoredReply, fingerprint, scope_for
 from blog.models import IDEMPOTENCY_KEY_MAX
+from blog.pagination import CURSOR_MAX_CHARS
 from blog.preconditions import Precondition, etag, not_modified, parse
+from blog.repositories import MAX_OFFSET, PageRequest
 from blog.schemas import ID_MAX
 from blog.services import Actor
 
@@ -59,9 +62,27 @@ SECRET_FIELDS: Final = frozenset({"password", "hashed_password", "access_token",
 
 UserId = Annotated[int, Path(ge=1, le=ID_MAX, description="A user's id")]
 PostId = Annotated[int, Path(ge=1, le=ID_MAX, description="A post's id")]
-PageNumber = Annotated[int, Query(ge=1, le=1_000_000, description="1-based page number")]
+PageNumber = Annotated[
+    int,
+    Query(
+        ge=1,
+        le=MAX_OFFSET + 1,
+        description=f"1-based page number, for shallow pages: a page must start within the "
+        f"first {MAX_OFFSET:,} rows (422 past that); deeper, follow next_cursor",
+    ),
+]
 PageSize = Annotated[
     int | None, Query(ge=1, le=1000, description="Items per page (default 20, capped at 100)")
+]
+Cursor = Annotated[
+    str | None,
+    Query(
+        min_length=1,
+        max_length=CURSOR_MAX_CHARS,
+        description="The next_cursor of the previous page (opaque; tied to this list and its "
+        "filters). Not with page. A cursor that is malformed, altered, of another list or of "
+        "an older version is a 400 invalid_cursor",
+    ),
 ]
 
 IfMatch = Annotated[
@@ -102,7 +123,7 @@ ETAG_HEADER: Final[OpenAPIResponseHeader] = {
 }
 
 _ERROR_DESCRIPTIONS: Final = {
-    400: "Malformed JSON",
+    400: "Malformed JSON body, or an invalid list cursor",
     401: "Missing, invalid or expired token, or bad credentials",
     403: "Not allowed for this caller",
     404: "No such resource",
@@ -120,6 +141,7 @@ def error_responses(
     *statuses: int,
     success: int = 200,
     no_content: bool = False,
+    paged: bool = False,
     etag: bool = False,
     idempotent: bool = False,
 ) -> dict[int, OpenAPIResponse]:
@@ -128,8 +150,9 @@ def error_responses(
 
     ``success`` is the status of a successful answer, whose body Powertools describes from the
     route's return type (201 also sends ``Location``); ``no_content`` documents a 204 with no body
-    instead, for routes that answer with none; ``etag``: the success carries an ``ETag``;
-    ``idempotent``: the route takes an ``Idempotency-Key`` (see :func:`idempotent`).
+    instead, for routes that answer with none; ``paged`` documents a list's ``Link`` header;
+    ``etag``: the success carries an ``ETag``; ``idempotent``: the route takes an
+    ``Idempotency-Key`` (see :func:`idempotent`).
     """
     shared = {503} | ({400, 413, 415} if 422 in statuses else set())
     responses: dict[int, OpenAPIResponse] = {
@@ -147,6 +170,12 @@ def error_responses(
             "headers": {
                 "Location": {"description": "The new resource", "schema": {"type": "string"}}
             },
+        }
+    elif paged:
+        link = 'The next page, as <path?query&cursor=next_cursor>; rel="next" (RFC 8288)'
+        responses[success] = {
+            "description": "One page of the list",
+            "headers": {"Link": {"description": link, "schema": {"type": "string"}}},
         }
     else:
         responses[success] = {"description": "OK"}
@@ -359,6 +388,28 @@ def ok(
 def created(model: BaseModel, location: str, *, version: int | None = None) -> Response[Any]:
     """201 Created with the new resource, its ``Location`` and (with ``version``) its ``ETag``."""
     return ok(model, 201, {"Location": location}, version=version)
+
+
+def page_request(page: int, page_size: int | None, cursor: str | None) -> PageRequest:
+    """The page a list route was asked for."""
+    return PageRequest(page=page, page_size=page_size, cursor=cursor)
+
+
+def page_response(app: APIGatewayHttpResolver, page: BaseModel) -> Response[Any]:
+    """A list page, with ``Link: <…?cursor=…>; rel="next"`` (RFC 8288) when there is a next one:
+    the request's own path and query, its ``page`` dropped and its ``cursor`` replaced."""
+    next_cursor = getattr(page, "next_cursor", None)
+    if next_cursor is None:
+        return ok(page)
+    event = app.current_event
+    query = {
+        key: value
+        for key, value in (event.query_string_parameters or {}).items()
+        if key not in {"cursor", "page"}
+    }
+    query["cursor"] = next_cursor
+    link = f'<{event.raw_path}?{urlencode(query)}>; rel="next"'
+    return ok(page, headers={"Link": link})
 
 
 def no_content() -> Response[Any]:
