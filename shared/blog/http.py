@@ -483,8 +483,11 @@ def idempotent(app: APIGatewayHttpResolver) -> Callable[[F], F]:
             if idempotency_key is None:
                 return func(*args, **kwargs)
             event = app.current_event
-            context = event.request_context.authorizer.get_lambda or {}
-            scope = scope_for(int(context["user_id"]) if "user_id" in context else None)
+            try:  # the authorizer's caller; none on public routes (the route itself says 401)
+                caller: int | None = current_actor(app).user_id
+            except AuthenticationError:
+                caller = None
+            scope = scope_for(caller)
             request = IdempotentRequest(
                 scope=scope,
                 key=idempotency_key,
