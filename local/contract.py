@@ -1,6 +1,7 @@
 """The breaking-change check: ``openapi.json`` against the last released contract.
 
-The released contract is ``openapi-baseline.json`` (refreshed on release with ``--accept``). A
+The released contract is ``openapi-baseline.json`` (refreshed on release with ``--accept``), or
+with ``--ref TAG`` the ``openapi.json`` of a git revision such as a release tag. A
 change is breaking when a client written against the baseline may fail against the new document:
 
 - ``operation-removed``, ``operation-id-changed`` (generated clients are named by the id);
@@ -25,6 +26,7 @@ import fnmatch
 import json
 import re
 import shutil
+import subprocess
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -282,6 +284,9 @@ def main(argv: list[str] | None = None) -> int:
     """Report breaking changes of openapi.json against the baseline; 1 if any is undeclared."""
     parser = argparse.ArgumentParser(prog="python -m local.contract", description=__doc__)
     parser.add_argument("--baseline", type=Path, default=BASELINE)
+    parser.add_argument(
+        "--ref", help="compare with openapi.json at this git revision instead (e.g. a release tag)"
+    )
     parser.add_argument("--spec", type=Path, default=OPENAPI)
     parser.add_argument("--changelog", type=Path, default=CHANGELOG)
     parser.add_argument(
@@ -291,9 +296,18 @@ def main(argv: list[str] | None = None) -> int:
     if args.accept:
         shutil.copyfile(args.spec, args.baseline)
         return 0
-    findings = breaking_changes(
-        json.loads(args.baseline.read_text()), json.loads(args.spec.read_text())
-    )
+    if args.ref:
+        shown = subprocess.run(  # noqa: S603 - git with a revision given on our command line
+            ["git", "show", f"{args.ref}:{OPENAPI.relative_to(REPO).as_posix()}"],  # noqa: S607
+            cwd=REPO, capture_output=True, text=True, check=False,
+        )  # fmt: skip
+        if shown.returncode != 0:
+            print(f"no openapi.json at {args.ref}: {shown.stderr.strip()}", file=sys.stderr)  # noqa: T201
+            return 2
+        old, args.baseline = json.loads(shown.stdout), Path(f"openapi.json@{args.ref}")
+    else:
+        old = json.loads(args.baseline.read_text())
+    findings = breaking_changes(old, json.loads(args.spec.read_text()))
     patterns = declared(args.changelog.read_text() if args.changelog.exists() else "")
     missing = undeclared(findings, patterns)
     out = sys.stdout

@@ -205,3 +205,19 @@ def test_a_key_of_an_array_item_is_declared_verbatim_or_by_pattern() -> None:
     assert contract.undeclared([finding], ["list_posts property-removed response.200.items"]) == [
         finding
     ]
+
+
+def test_the_spec_at_a_git_revision_can_be_the_baseline(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # The committed spec of this checkout's HEAD against a copy with an operation removed
+    broken = spec()
+    _remove_operation(broken)
+    path = tmp_path / "openapi.json"
+    path.write_text(json.dumps(broken))
+    changelog = tmp_path / "CHANGELOG.md"
+    changelog.write_text("## Unreleased\n### Breaking\n")
+    args = ["--ref", "HEAD", "--spec", str(path), "--changelog", str(changelog)]
+    assert contract.main(args) == 1
+    assert "delete_post operation-removed" in capsys.readouterr().err
+    assert contract.main(["--ref", "no-such-revision"]) == 2
