@@ -37,7 +37,8 @@ $(STAMP): requirements.lock
 
 venv: $(STAMP) ## Create .venv and install the locked dependencies
 
-test: $(STAMP) ## Run the whole test suite
+# The SAM CLI's venv too: tests read the template after SAM's transform (tests/transformed.py).
+test: $(STAMP) $(SAM_STAMP) ## Run the whole test suite
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 soak: $(STAMP) ## A long mixed load through the local gateway (SOAK_REQUESTS, default 20000)

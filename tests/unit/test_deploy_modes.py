@@ -62,8 +62,8 @@ CERTS: Final = "/opt/python/blog/certs/"
 class Rendered:
     """The template for one set of parameter values."""
 
-    def __init__(self, overrides: dict[str, str]) -> None:
-        self.raw = template()
+    def __init__(self, overrides: dict[str, str], raw: dict[str, Any] | None = None) -> None:
+        self.raw = raw if raw is not None else template()
         self.params: dict[str, Any] = {}
         for name, spec in self.raw["Parameters"].items():
             value = str(overrides.get(name, spec.get("Default", "")))
@@ -79,7 +79,7 @@ class Rendered:
             for name, out in self.raw["Outputs"].items()
             if "Condition" not in out or self.condition(out["Condition"])
         }
-        self.globals = self.resolve(self.raw["Globals"]["Function"])
+        self.globals = self.resolve(self.raw.get("Globals", {}).get("Function", {}))
 
     def condition(self, name: str) -> bool:
         if name not in self._conditions:
