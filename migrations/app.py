@@ -4,8 +4,10 @@ As ``Custom::DatabaseMigrations`` (its properties carry a digest of the scripts,
 the migrations updates the resource and runs this on ``sam deploy``):
 
 * ``Create``/``Update``: waits until the database (or its proxy) accepts connections, then
-  ``upgrade head`` in one transaction, under a PostgreSQL advisory lock so that two runs cannot
-  interleave; answers SUCCESS with the new revision as ``Data.Revision``.
+  ``upgrade head`` under a PostgreSQL advisory lock so that two runs cannot interleave; answers
+  SUCCESS with the new revision as ``Data.Revision``. The revisions run in one transaction,
+  except that one building an index ``CONCURRENTLY`` (which PostgreSQL runs outside any) first
+  commits those before it; such a revision is resumable (see 0007).
 * An ``Update`` whose ``ScriptsDigest`` is not the digest of the scripts packaged with this code
   is a rollback: CloudFormation sends the previous properties to the new code after a later step
   of the update failed. It answers SUCCESS and leaves the schema alone (running ``upgrade head``
@@ -13,8 +15,9 @@ the migrations updates the resource and runs this on ``sam deploy``):
   schema stays, which the expand/contract migrations keep compatible with the previous code.
 * ``Delete``: answers SUCCESS and touches nothing (a stack delete never drops data).
 * Any failure answers FAILED with a short reason, and the transaction leaves the schema as it
-  was. It always answers, also when an exception escapes, and a guard answers FAILED shortly
-  before Lambda's timeout, so a stack never waits an hour for a response.
+  was (or at the last revision committed before a concurrent index build). It always answers,
+  also when an exception escapes, and a guard answers FAILED shortly before Lambda's timeout,
+  so a stack never waits an hour for a response.
 
 Invoked by hand with ``{"action": "current" | "history" | "upgrade" | "downgrade" | "sql",
 "revision": …}`` it does what that Alembic command does and returns the result as JSON; with
@@ -58,6 +61,7 @@ ADVISORY_LOCK_KEY: Final = int.from_bytes(b"blog-api", "big") & 0x7FFF_FFFF_FFFF
 TIMEOUT_MARGIN_MS: Final = 10_000
 RESPONSE_TIMEOUT_S: Final = 10
 REASON_MAX: Final = 500
+LOCK_POLL_S: Final = 0.5
 #: Time kept for the migration itself: waiting for the database gives up this long before the
 #: guard would answer.
 MIGRATION_RESERVE_MS: Final = 60_000
@@ -137,17 +141,33 @@ def current_revision(connection: Connection) -> str | None:
 
 
 def migrate(target: str = "head", *, downgrade: bool = False) -> dict[str, Any]:
-    """Upgrade (or downgrade) to ``target`` in one transaction, holding the advisory lock."""
-    with get_engine().begin() as connection:
-        # Transaction-scoped: released by the commit or rollback, also if the process dies.
-        connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": ADVISORY_LOCK_KEY})
+    """Upgrade (or downgrade) to ``target``, holding the advisory lock.
+
+    Alembic gets the connection outside a transaction and begins its own, so that a revision can
+    leave it for a ``CREATE INDEX CONCURRENTLY`` (``autocommit_block``).
+    """
+    key = {"key": ADVISORY_LOCK_KEY}
+    with get_engine().connect() as connection:
+        # Session-scoped, as it must outlive the commits around an autocommit block: released
+        # below, or when the connection closes (also if the process dies). Waited for outside
+        # any transaction: a CREATE INDEX CONCURRENTLY of the run holding it waits for every
+        # open transaction to end, so blocking in one would deadlock the two runs.
+        while not connection.execute(text("SELECT pg_try_advisory_lock(:key)"), key).scalar():
+            connection.rollback()
+            time.sleep(LOCK_POLL_S)
         before = current_revision(connection)
-        cfg = alembic_config(connection)
-        if downgrade:
-            command.downgrade(cfg, target)
-        else:
-            command.upgrade(cfg, target)
-        after = current_revision(connection)
+        connection.commit()
+        try:
+            cfg = alembic_config(connection)
+            if downgrade:
+                command.downgrade(cfg, target)
+            else:
+                command.upgrade(cfg, target)
+            after = current_revision(connection)
+        finally:
+            connection.rollback()
+            connection.execute(text("SELECT pg_advisory_unlock(:key)"), key)
+            connection.commit()
     logger.info("migrated", extra={"from_revision": before, "to_revision": after})
     return {"from_revision": before, "revision": after}
 

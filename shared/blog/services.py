@@ -14,7 +14,7 @@ from typing import Any, Final
 from blog.db import retry_on_conflict, transaction
 from blog.errors import AuthenticationError, ForbiddenError, NotFoundError, ValidationError
 from blog.models import Post, User, normalize_email, normalize_username
-from blog.repositories import Page, PostRepository, UserRepository
+from blog.repositories import Page, PageRequest, PostRepository, UserRepository
 from blog.security import dummy_hash, hash_password, needs_rehash, verify_password
 
 WELCOME_CONTENT: Final = "Thanks for joining. This is your first post: edit it or write a new one."
@@ -209,10 +209,10 @@ def get_user(user_id: int) -> User:
     return user
 
 
-def list_active_users(*, page: int, page_size: int | None) -> Page[User]:
-    """One page of active users and their total."""
+def list_active_users(request: PageRequest) -> Page[Any]:
+    """One page of active users (list items) and their total."""
     with transaction() as session:
-        return UserRepository(session).paginate_active(page, page_size)
+        return UserRepository(session).list_page(UserRepository.active_users_list(), request)
 
 
 @retry_on_conflict()
@@ -265,17 +265,16 @@ def set_admin(email: str, *, is_admin: bool) -> User:
 
 
 def list_user_posts(
-    user_id: int, *, actor: Actor, include_drafts: bool, page: int, page_size: int | None
-) -> Page[Post]:
-    """A user's published posts; with drafts only for that user or an admin."""
+    user_id: int, *, actor: Actor, include_drafts: bool, request: PageRequest
+) -> Page[Any]:
+    """A user's published posts (list items); with drafts only for that user or an admin."""
     if include_drafts and not actor.may_act_for(user_id):
         raise ForbiddenError("Only the author or an admin can see drafts")
     with transaction() as session:
         if UserRepository(session).get(user_id) is None:
             raise NotFoundError(f"User {user_id} not found")
-        posts = PostRepository(session)
-        query = posts.by_author_query(user_id, include_drafts=include_drafts)
-        return posts.paginate(page, page_size, query)
+        query = PostRepository.author_list(user_id, include_drafts=include_drafts)
+        return PostRepository(session).list_page(query, request)
 
 
 @retry_on_conflict()
@@ -287,14 +286,15 @@ def create_post(*, actor: Actor, title: str, content: str) -> Post:
         return PostRepository(session).create(author_id=actor.user_id, title=title, content=content)
 
 
-def list_published_posts(
-    *, page: int, page_size: int | None, query: str | None = None
-) -> Page[Post]:
-    """Published posts, newest first; only those matching ``query`` when given."""
+def list_published_posts(request: PageRequest, *, query: str | None = None) -> Page[Any]:
+    """Published posts (list items), newest first; only those matching ``query`` when given."""
     with transaction() as session:
         posts = PostRepository(session)
-        stmt = posts.search_query(query) if query else posts.published_query()
-        return posts.paginate(page, page_size, stmt)
+        if query is not None and not posts.searchable(query):
+            raise ValidationError(
+                "q must hold at least three letters or digits in a row", details={"field": "q"}
+            )
+        return posts.list_page(PostRepository.feed_list(query), request)
 
 
 def _visible_post(posts: PostRepository, post_id: int, actor: Actor | None, *, lock: bool) -> Post:

@@ -17,6 +17,8 @@ from http.server import BaseHTTPRequestHandler, HTTPServer
 from typing import Any
 
 import pytest
+from alembic.config import Config
+from alembic.script import ScriptDirectory
 from sqlalchemy import create_engine, inspect, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.pool import NullPool
@@ -26,7 +28,10 @@ from local.gateway import LambdaContext
 from local.migrations_digest import digest
 from tests.conftest import reset_layer_caches
 
-HEAD = "0005"
+_SCRIPTS = ScriptDirectory.from_config(Config(toml_file=str(REPO / "pyproject.toml")))
+#: Newest first, as the scripts chain them.
+REVISIONS = [rev.revision for rev in _SCRIPTS.walk_revisions()]
+HEAD = REVISIONS[0]
 #: What the template passes: the digest of the scripts in this checkout (the packaged ones).
 PACKAGED_DIGEST = digest()
 
@@ -223,7 +228,7 @@ def test_manual_actions(fn: Any, empty_database_url: str) -> None:
     context = LambdaContext("Migrations")
     assert fn.lambda_handler({"action": "current"}, context) == {"revision": None}
     history = fn.lambda_handler({"action": "history"}, context)["history"]
-    assert [h["revision"] for h in history] == ["0005", "0004", "0003", "0002", "0001"]
+    assert [h["revision"] for h in history] == REVISIONS
     assert history[0]["is_head"] is True
     sql = fn.lambda_handler({"action": "sql", "revision": "head"}, context)["sql"]
     assert "CREATE TABLE users" in sql
@@ -233,10 +238,10 @@ def test_manual_actions(fn: Any, empty_database_url: str) -> None:
     )
     assert fn.lambda_handler({"action": "upgrade"}, context)["revision"] == HEAD
     down = fn.lambda_handler({"action": "downgrade", "revision": "-1"}, context)
-    assert (down["from_revision"], down["revision"]) == (HEAD, "0004")
+    assert (down["from_revision"], down["revision"]) == (HEAD, REVISIONS[1])
     assert "error" in fn.lambda_handler({"action": "downgrade"}, context)
     assert "error" in fn.lambda_handler({"action": "drop-everything"}, context)
-    assert fn.lambda_handler({"action": "current"}, context) == {"revision": "0004"}
+    assert fn.lambda_handler({"action": "current"}, context) == {"revision": REVISIONS[1]}
 
 
 # ----------------------------------------------------------------- rollback and waiting

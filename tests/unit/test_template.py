@@ -284,6 +284,36 @@ def test_environment_configures_the_layer() -> None:
     assert not {"DATABASE_URL", "JWT_SIGNING_KEY"} & set(variables)  # local-only settings
 
 
+#: How much sooner than Lambda's timeout a stuck request must end on its own (connecting, then its
+#: one slow statement), so that it is answered (503 + Retry-After), not killed mid-request.
+TIMEOUT_MARGIN_S = 2.0
+
+
+def effective_timeouts(function: str) -> tuple[float, float, float]:
+    """``(statement timeout, connect timeout, function timeout)`` in seconds, as deployed: the
+    function's own settings, else the Globals', else the layer's defaults."""
+    from blog.config import Settings
+
+    globals_ = template()["Globals"]["Function"]
+    props = functions()[function]
+    variables = {
+        **globals_.get("Environment", {}).get("Variables", {}),
+        **props.get("Environment", {}).get("Variables", {}),
+    }
+    defaults = Settings.model_fields
+    statement_ms = float(
+        variables.get("DB_STATEMENT_TIMEOUT_MS", defaults["db_statement_timeout_ms"].default)
+    )
+    connect_s = float(variables.get("DB_CONNECT_TIMEOUT", defaults["db_connect_timeout"].default))
+    return statement_ms / 1000, connect_s, float(props.get("Timeout", globals_["Timeout"]))
+
+
+def test_every_function_times_out_its_statements_well_before_lambda_stops_it() -> None:
+    for name in functions():
+        statement_s, connect_s, function_s = effective_timeouts(name)
+        assert statement_s + connect_s + TIMEOUT_MARGIN_S <= function_s, name
+
+
 def test_shared_layer_is_built_for_python313_arm64() -> None:
     layer = resources("AWS::Serverless::LayerVersion")["SharedLayer"]
     props = layer["Properties"]
@@ -417,7 +447,7 @@ def test_the_migration_resource_cannot_keep_a_stack_waiting_an_hour() -> None:
     resource = template()["Resources"]["DatabaseMigrations"]["Properties"]
     migrations = functions()["MigrationsFunction"]
     # CloudFormation gives up shortly after the function's own timeout, not after an hour...
-    assert int(migrations["Timeout"]) < int(resource["ServiceTimeout"]) <= 600
+    assert int(migrations["Timeout"]) < int(resource["ServiceTimeout"]) <= 1200
     # ...and Lambda does not run a second upgrade after a failed first one already answered.
     assert migrations["EventInvokeConfig"]["MaximumRetryAttempts"] == 0
 
