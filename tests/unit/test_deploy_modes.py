@@ -479,3 +479,14 @@ def test_samconfig_deploys_every_stage_with_nothing_to_fill_in() -> None:
     assert sections["prod.deploy"]["Stage"] == "prod"
     assert sections["default.deploy"]["Stage"] == sections["dev.deploy"]["Stage"] == "dev"
     assert "REPLACE_WITH" not in (REPO / "samconfig.toml").read_text()
+
+
+def test_the_dashboard_is_valid_json_over_the_stacks_own_resources(rendered: Rendered) -> None:
+    import json
+
+    text, variables = rendered.resources["Dashboard"]["Properties"]["DashboardBody"]["Fn::Sub"]
+    named = {m.split(".")[0] for m in re.findall(r"\$\{([^}]+)\}", text)}
+    assert named - set(variables) - PSEUDO <= set(rendered.resources)
+    body = json.loads(re.sub(r"\$\{[^}]+\}", "x", text))
+    titles = {widget["properties"]["title"].split(" ")[0] for widget in body["widgets"]}
+    assert {"API", "Functions:", "Import", "Database"} <= titles
