@@ -484,6 +484,7 @@ def test_every_other_event_belongs_to_the_import_purge_or_migration_function() -
         "migrations_delete",
         "migrations_current",
         "migrations_history",
+        "migrations_grant_admin",
     }
     scheduled = json.loads((EVENTS / "purge_idempotency_keys.json").read_text())
     assert (scheduled["source"], scheduled["detail-type"]) == ("aws.events", "Scheduled Event")
