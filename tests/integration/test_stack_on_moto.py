@@ -68,6 +68,7 @@ NOT_EMULATED: Final = frozenset(
         "AWS::RDS::DBProxy",
         "AWS::RDS::DBProxyTargetGroup",
         "AWS::EC2::SecurityGroupEgress",
+        "AWS::Scheduler::Schedule",
         "Custom::DatabaseMigrations",
     }
 )
