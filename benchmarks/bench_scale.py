@@ -27,6 +27,7 @@ import contextlib
 import json
 import os
 import platform
+import shutil
 import statistics
 import sys
 import tempfile
@@ -117,6 +118,7 @@ def _server(admin_url: str | None) -> Iterator[str]:
         yield server.url()
     finally:
         server.stop()
+        shutil.rmtree(home, ignore_errors=True)
 
 
 def _admin(admin_url: str, sql: str) -> None:
