@@ -300,9 +300,13 @@ def test_the_total_is_exact_up_to_the_bound_then_an_estimate_said_to_be_one() ->
     assert past["total_exact"] is False
     assert past["total"] > TOTAL_EXACT_MAX
     assert len(past["items"]) == 5
-    # And a filtered list past the bound switches the same way
+    # And filtered lists past the bound switch the same way: a user's posts, a search
     by_author = get(f"/users/{author.id}/posts", as_user=author.id, page_size=5)["json"]
     assert by_author["total_exact"] is False
+    found = get("/posts", q="bulk content", page_size=5)["json"]
+    assert (found["total_exact"], len(found["items"])) == (False, 5)
+    assert found["total"] > TOTAL_EXACT_MAX
+    assert get("/posts", q="bulk content 1000", page_size=5)["json"]["total"] == 1
 
 
 # --- search --------------------------------------------------------------------------------------
