@@ -436,6 +436,18 @@ def test_import_function_reports_batch_item_failures_with_parameterised_batching
     assert props["MaximumBatchingWindowInSeconds"] == {"Ref": "ImportBatchWindowSeconds"}
 
 
+def test_the_sample_custom_resource_events_carry_the_current_scripts_digest() -> None:
+    # Else a local invoke of the update event would be taken for a rollback and do nothing.
+    from local.migrations_digest import EVENTS as DIGEST_EVENTS
+    from local.migrations_digest import digest
+
+    for name in DIGEST_EVENTS:
+        event = json.loads((EVENTS / name).read_text())
+        assert event["ResourceProperties"]["ScriptsDigest"] == digest(), (
+            f"events/{name} has a stale ScriptsDigest: run `make generate`"
+        )
+
+
 def test_migrations_run_as_a_custom_resource_with_the_current_scripts_digest() -> None:
     from local.migrations_digest import digest
 
