@@ -8,7 +8,8 @@ from typing import Any
 import pytest
 
 from tests.transformed import transformed
-from tests.unit.test_deploy_modes import BRING_YOUR_OWN, JWT_READERS
+from tests.unit.test_deploy_modes import BRING_YOUR_OWN
+from tests.unit.test_template import read_policies_for
 
 STAGES = {"dev": {}, "prod": {"Stage": "prod"}}
 
@@ -91,6 +92,6 @@ def test_function_roles_hold_only_the_runtime_policies_and_their_read_policies()
         queue = {"AWSLambdaSQSQueueExecutionRole"} if name == "ImportUsersFunction" else set()
         assert managed <= runtime | queue, name
         assert "AWSLambdaVPCAccessExecutionRole" in managed, name
-        expected = {"DbSecretReadPolicy"} | ({"JwtKeyReadPolicy"} if name in JWT_READERS else set())
+        expected = read_policies_for(name)
         assert read == expected, name
         assert not role.get("Policies"), f"{name} has inline policies"
