@@ -105,10 +105,12 @@ def _docs_routes() -> dict[tuple[str, str], Any]:
     )
 
     def openapi() -> dict[str, Any]:
-        return {"statusCode": 200, "headers": {"content-type": "application/json"}, "body": spec}
+        headers = {"content-type": "application/json", "x-content-type-options": "nosniff"}
+        return {"statusCode": 200, "headers": headers, "body": spec}
 
     def docs() -> dict[str, Any]:
-        return {"statusCode": 200, "headers": {"content-type": "text/html"}, "body": page}
+        headers = {"content-type": "text/html", "x-content-type-options": "nosniff"}
+        return {"statusCode": 200, "headers": headers, "body": page}
 
     return {("GET", "/openapi.json"): openapi, ("GET", "/docs"): docs}
 

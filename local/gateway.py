@@ -175,10 +175,15 @@ def authorizer_event(event: dict[str, Any], route: Route) -> dict[str, Any]:
     }
 
 
+#: On every answer the gateway gives itself. (On AWS, API Gateway's own answers are its own; a
+#: CloudFront response-headers policy in front is where the header would be added there.)
+GATEWAY_HEADERS = {"content-type": "application/json", "x-content-type-options": "nosniff"}
+
+
 def _gateway_error(status: int, message: str) -> dict[str, Any]:
     return {
         "statusCode": status,
-        "headers": {"content-type": "application/json"},
+        "headers": dict(GATEWAY_HEADERS),
         "body": json.dumps({"message": message}),
     }
 
@@ -218,11 +223,7 @@ def handle(
     result = run(route.function.logical_id, event)
     if not isinstance(result, dict) or "statusCode" not in result:
         # A payload-2.0 integration treats anything else as a 200 with the JSON as body.
-        return {
-            "statusCode": 200,
-            "headers": {"content-type": "application/json"},
-            "body": json.dumps(result),
-        }
+        return {"statusCode": 200, "headers": dict(GATEWAY_HEADERS), "body": json.dumps(result)}
     return result
 
 

@@ -90,6 +90,11 @@ class User(TimestampMixin, Base):
     is_active: Mapped[bool] = mapped_column(Boolean, server_default=text("true"))
     status: Mapped[str] = mapped_column(String(20), server_default=text(f"'{STATUS_ACTIVE}'"))
     is_admin: Mapped[bool] = mapped_column(Boolean, server_default=text("false"))
+    #: Carried by every access token; moving it on voids all tokens issued before.
+    token_version: Mapped[int] = mapped_column(Integer, server_default=text("0"))
+    #: Wrong passwords in a row, and until when sign-in is paused after too many.
+    failed_sign_ins: Mapped[int] = mapped_column(Integer, server_default=text("0"))
+    sign_in_blocked_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
     # lazy="raise": relationships are loaded on purpose (selectinload), never by accident (N+1).
     posts: Mapped[list[Post]] = relationship(

@@ -19,8 +19,9 @@ from sqlalchemy.pool import NullPool
 from local.functions import REPO, load_module_from
 from local.gateway import LambdaContext
 from tests.conftest import reset_layer_caches
+from tests.integration.test_migrations import REVISIONS
 
-HEAD = "0005"
+HEAD = REVISIONS[-1]
 
 
 class ResponseCatcher(HTTPServer):
@@ -215,7 +216,7 @@ def test_manual_actions(fn: Any, empty_database_url: str) -> None:
     context = LambdaContext("Migrations")
     assert fn.lambda_handler({"action": "current"}, context) == {"revision": None}
     history = fn.lambda_handler({"action": "history"}, context)["history"]
-    assert [h["revision"] for h in history] == ["0005", "0004", "0003", "0002", "0001"]
+    assert [h["revision"] for h in history] == REVISIONS[::-1]
     assert history[0]["is_head"] is True
     sql = fn.lambda_handler({"action": "sql", "revision": "head"}, context)["sql"]
     assert "CREATE TABLE users" in sql
@@ -225,7 +226,7 @@ def test_manual_actions(fn: Any, empty_database_url: str) -> None:
     )
     assert fn.lambda_handler({"action": "upgrade"}, context)["revision"] == HEAD
     down = fn.lambda_handler({"action": "downgrade", "revision": "-1"}, context)
-    assert (down["from_revision"], down["revision"]) == (HEAD, "0004")
+    assert (down["from_revision"], down["revision"]) == (HEAD, REVISIONS[-2])
     assert "error" in fn.lambda_handler({"action": "downgrade"}, context)
     assert "error" in fn.lambda_handler({"action": "drop-everything"}, context)
-    assert fn.lambda_handler({"action": "current"}, context) == {"revision": "0004"}
+    assert fn.lambda_handler({"action": "current"}, context) == {"revision": REVISIONS[-2]}

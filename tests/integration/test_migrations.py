@@ -31,7 +31,13 @@ from blog.models import Base
 
 REPO = Path(__file__).resolve().parents[2]
 PYPROJECT = REPO / "pyproject.toml"
-REVISIONS = ["0001", "0002", "0003", "0004", "0005"]
+# Oldest first, as the scripts chain them (the chain is what is tested, not a list kept by hand).
+REVISIONS = [
+    script.revision
+    for script in reversed(
+        list(ScriptDirectory.from_config(Config(toml_file=str(PYPROJECT))).walk_revisions())
+    )
+]
 HEAD = REVISIONS[-1]
 MODELS_SCHEMA = "from_models"
 
@@ -180,7 +186,7 @@ def test_upgrade_downgrade_to_base_and_upgrade_again(engine: Engine) -> None:
 
 @pytest.mark.parametrize(
     ("revision", "previous"),
-    [("0005", "0004"), ("0004", "0003"), ("0003", "0002"), ("0002", "0001"), ("0001", None)],
+    list(zip(REVISIONS[::-1], [*REVISIONS[-2::-1], None], strict=True)),
 )
 def test_each_revision_steps_down_and_up_again(
     engine: Engine, revision: str, previous: str | None
