@@ -41,7 +41,15 @@ from pydantic import ValidationError as PydanticValidationError
 from pydantic.fields import FieldInfo
 from typing_extensions import TypedDict  # pydantic needs this one before Python 3.12
 
-from blog.models import CONTENT_MAX, EMAIL_MAX, PASSWORD_HASH_MAX, TITLE_MAX, USERNAME_MAX
+from blog.models import (
+    CONTENT_MAX,
+    EMAIL_MAX,
+    PASSWORD_HASH_MAX,
+    TITLE_MAX,
+    USERNAME_MAX,
+    canonical_email,
+    invisible_character,
+)
 from blog.security import is_password_hash
 
 T = TypeVar("T")
@@ -106,14 +114,24 @@ def _not_blank(value: str) -> str:
 
 
 def _email(value: str) -> str:
-    normalized = value.strip().lower()
+    normalized = canonical_email(value)
     if not _EMAIL.match(normalized):
         raise ValueError("must be an email address like name@example.com")
     return normalized
 
 
+def _visible(value: str) -> str:
+    found = invisible_character(value, unassigned=False)
+    if found is not None:
+        raise ValueError(
+            f"must not contain an invisible or formatting character (U+{ord(found):04X})"
+        )
+    return value
+
+
 Email = Annotated[
     str,
+    # Checked as it comes and again once normalized (canonical_email): IDNA makes a domain longer.
     StringConstraints(min_length=3, max_length=EMAIL_MAX),
     AfterValidator(_single_line),
     AfterValidator(_email),
@@ -134,6 +152,7 @@ Title = Annotated[
     str,
     StringConstraints(min_length=1, max_length=TITLE_MAX),
     AfterValidator(_single_line),
+    AfterValidator(_visible),
     AfterValidator(_not_blank),
     _documented(TITLE_PATTERN),
 ]

@@ -635,12 +635,23 @@ def test_oversized_body_is_413(live: Live, name: str) -> None:
             ),
             case(
                 "oversized body",
+                "6 MB, past Lambda's limit for an event",
+                r.method,
+                r.path,
+                raw=body(6_300_000),
+                token=token,
+                status=413,
+                gateway=True,
+            ),
+            case(
+                "oversized body",
                 "10 MB",
                 r.method,
                 r.path,
                 raw=body(10_000_000),
                 token=token,
                 status=413,
+                gateway=True,
             ),
         ],
     )
@@ -871,6 +882,63 @@ def test_user_change_fields(live: Live) -> None:
                 {**change, "current_password": value})  # fmt: skip
     bad("credentials", "current_password alone", me)
     run(live, cases)
+
+
+#: Characters that do not show or that reorder text (Cf, fillers, variation selectors).
+INVISIBLE = ["\u200b", "\u200c", "\u200d", "\u2060", "\ufeff", "\u00ad", "\u200e", "\u200f",
+             "\u202a", "\u202e", "\u2066", "\u2069", "\u061c", "\u3164", "\u115f", "\u2800",
+             "\ufe0f", "\U000e0041"]  # fmt: skip
+
+
+def test_invisible_characters_are_refused_in_emails_usernames_and_titles(live: Live) -> None:
+    token = live.owner.token
+    cases = []
+    for char in INVISIBLE:
+        what = f"U+{ord(char):04X}"
+        for email in (f"in{char}visible@example.com", f"invisible@exam{char}ple.com"):
+            user = {"email": email, "username": "fresh", "password": PASSWORD}
+            cases.append(case("identity", f"email with {what}", "POST", "/users", user))
+        user = {"email": "fresh@example.com", "username": f"fre{char}sh", "password": PASSWORD}
+        cases.append(case("identity", f"username with {what}", "POST", "/users", user))
+        for method, path in (("POST", "/posts"), ("PATCH", f"/posts/{live.draft['id']}")):
+            post = {"title": f"Ti{char}tle", "content": "c"}
+            cases.append(case("identity", f"title with {what}", method, path, post, token=token))
+    run(live, cases)
+
+
+def test_two_accounts_can_never_render_the_same(live: Live) -> None:
+    """An email in another spelling (case, Unicode composition, a Unicode or an ASCII domain)
+    is the same email: 409, whichever spelling came first."""
+    suffix = uuid.uuid4().hex[:6]
+    user = {"email": f"josé{suffix}@bücher.de", "username": f"first{suffix}", "password": PASSWORD}
+    first = live.call("POST", "/users", user)
+    assert first.status == 201, first.text
+    assert first.body["email"] == f"josé{suffix}@xn--bcher-kva.de"
+    spellings = [
+        f"JOSÉ{suffix}@BÜCHER.DE",
+        f"jose\u0301{suffix}@bücher.de",
+        f"josé{suffix}@bu\u0308cher.de",
+        f"josé{suffix}@xn--bcher-kva.de",
+        f"JOSÉ{suffix}@XN--BCHER-KVA.DE",
+    ]
+    cases = [
+        case(
+            "identity",
+            f"email {n}",
+            "POST",
+            "/users",
+            {"email": email, "username": f"other{n}{suffix}", "password": PASSWORD},
+            status=409,
+            code="duplicate",
+        )  # fmt: skip
+        for n, email in enumerate(spellings)
+    ]
+    run(live, cases)
+    # And each spelling signs the one account in
+    for email in spellings:
+        signed_in = live.call("POST", "/auth/token", {"login": email, "password": PASSWORD})
+        assert signed_in.status == 200, (email, signed_in.text)
+        live.secrets.add(signed_in.body["access_token"])
 
 
 def test_a_wrong_current_password_is_403_and_changes_nothing(live: Live) -> None:
