@@ -23,7 +23,7 @@ PYTHON313 ?= $(shell for c in "$$(command -v python3.13)" $$(ls -d "$$(pyenv roo
 NEED_PYTHON313 = test -n "$(PYTHON313)" || { echo "$@: no python3.13 with pip found (PATH, then \$$(pyenv root)/versions/3.13*); install one (pyenv install 3.13) or set PYTHON313=/path/to/python3.13" >&2; exit 1; }
 
 .DEFAULT_GOAL := help
-.PHONY: help venv test lint format local lock generate clean sam-check sam-lock bench-build bench soak security checkov-lock
+.PHONY: help venv test lint format local lock generate clean sam-check sam-lock bench-build bench bench-scale soak security checkov-lock smoke
 
 help: ## List the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk -F':.*?## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -42,6 +42,12 @@ test: $(STAMP) ## Run the whole test suite
 
 soak: $(STAMP) ## A long mixed load through the local gateway (SOAK_REQUESTS, default 20000)
 	SOAK_REQUESTS=$${SOAK_REQUESTS:-20000} $(BIN)/python -m pytest tests/e2e/test_load.py -k sustained $(PYTEST_ARGS)
+
+# The scenario of tests/e2e/test_smoke.py (which runs it against the local gateway) against a
+# deployed stack: API_URL is the stack output ApiUrl.
+smoke: $(STAMP) ## Post-deploy smoke test over HTTPS: make smoke API_URL=https://...
+	@test -n "$(API_URL)" || { echo "usage: make smoke API_URL=https://<api-id>.execute-api.<region>.amazonaws.com/" >&2; exit 2; }
+	$(BIN)/python -m local.smoke "$(API_URL)"
 
 lint: $(STAMP) ## ruff (lint + format check) and mypy --strict
 	$(BIN)/ruff check .
@@ -114,6 +120,11 @@ bench-build: ## The same artifacts for this machine (python3.13, its arch) into 
 # BENCH_ARGS=--quick: few samples (CI); the table also goes to .bench/results.json (--out FILE).
 bench: $(STAMP) bench-build ## Performance table: warm/cold latency, import, SQL per request, memory
 	$(BIN)/python -m benchmarks --python313 "$(PYTHON313)" $(BENCH_ARGS)
+
+# SCALE_ARGS="--sizes S=1000:10000,L=100000:1000000 --samples 40 --deep 1000" are the defaults;
+# the results also go to .bench/scale.json (--out FILE). L takes minutes to seed and index.
+bench-scale: $(STAMP) ## Every route at 10k and 1M posts side by side, with the plans at 1M
+	$(BIN)/python -m benchmarks.bench_scale $(SCALE_ARGS)
 
 sam-lock: $(STAMP) ## Re-resolve requirements-sam.lock (the SAM CLI) from requirements-sam.in
 	$(BIN)/python -m pip install --quiet uv

@@ -81,7 +81,7 @@ def _migrate(url: str) -> str:
 
     engine = create_engine(url, poolclass=NullPool)
     try:
-        with engine.begin() as connection:
+        with engine.connect() as connection:  # not in a transaction: Alembic begins its own
             cfg = Config(toml_file=str(REPO / "pyproject.toml"))
             cfg.attributes["connection"] = connection
             command.upgrade(cfg, "head")

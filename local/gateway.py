@@ -455,6 +455,7 @@ class Environment:
         self._process.start()
         child.close()
         self.alive = True
+        self._ready = False
 
     @property
     def pid(self) -> int | None:
@@ -466,6 +467,8 @@ class Environment:
         failed, :class:`IntegrationTimeout` if no answer came by ``deadline`` (monotonic)."""
         if not self.alive:
             raise InvocationError("Runtime.ExitError", "The environment has stopped")
+        if not self._ready:
+            self._wait_until_ready(deadline)
         timeout = self.function.timeout
         started = time.monotonic()
         try:
@@ -505,6 +508,26 @@ class Environment:
             return value
         raise InvocationError(*value)
 
+    def _wait_until_ready(self, deadline: float | None) -> None:
+        """Wait for the init phase (start-up and the handler's import), which Lambda does not
+        count against the function's timeout; API Gateway's integration timeout still runs."""
+        while not self._connection.poll(_WATCH_S):
+            if not self._process.is_alive():
+                self.kill()
+                raise InvocationError("Runtime.ExitError", "Runtime exited during init")
+            if deadline is not None and time.monotonic() > deadline:
+                self.kill()
+                raise IntegrationTimeout("Service Unavailable", "init outlasted the integration")
+        try:
+            status, value = self._connection.recv()
+        except (EOFError, OSError) as error:
+            self.kill()
+            raise InvocationError("Runtime.ExitError", "Runtime exited during init") from error
+        if status != "ready":
+            self.kill()
+            raise InvocationError(*value)  # Runtime.ImportModuleError and the like
+        self._ready = True
+
     def kill(self) -> None:
         """Kill the process at once, as Lambda ends an environment that failed."""
         self.alive = False
@@ -541,6 +564,12 @@ def _serve_invocations(connection: Connection, function: Function, worker_log: s
     """An environment's process: start as Lambda would, then answer invocations until the
     connection closes."""
     _start_environment(str(function.code_dir), worker_log)
+    try:
+        load_handler(function)  # the init phase: the handler's module and what it imports
+    except Exception as error:  # noqa: BLE001 - reported as Lambda reports a failed init
+        connection.send(("error", ("Runtime.ImportModuleError", str(error)[:1000])))
+        return
+    connection.send(("ready", None))
     while True:
         try:
             event, timeout = connection.recv()

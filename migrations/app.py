@@ -3,22 +3,35 @@
 As ``Custom::DatabaseMigrations`` (its properties carry a digest of the scripts, so any change of
 the migrations updates the resource and runs this on ``sam deploy``):
 
-* ``Create``/``Update``: ``upgrade head`` in one transaction, under a PostgreSQL advisory lock so
-  that two runs cannot interleave; answers SUCCESS with the new revision as ``Data.Revision``.
+* ``Create``/``Update``: waits until the database (or its proxy) accepts connections, then
+  ``upgrade head`` under a PostgreSQL advisory lock so that two runs cannot interleave; answers
+  SUCCESS with the new revision as ``Data.Revision``. The revisions run in one transaction,
+  except that one building an index ``CONCURRENTLY`` (which PostgreSQL runs outside any) first
+  commits those before it; such a revision is resumable (see 0007).
+* An ``Update`` whose ``ScriptsDigest`` is not the digest of the scripts packaged with this code
+  is a rollback: CloudFormation sends the previous properties to the new code after a later step
+  of the update failed. It answers SUCCESS and leaves the schema alone (running ``upgrade head``
+  again would fail the same way and strand the stack in ``UPDATE_ROLLBACK_FAILED``); the newer
+  schema stays, which the expand/contract migrations keep compatible with the previous code.
 * ``Delete``: answers SUCCESS and touches nothing (a stack delete never drops data).
 * Any failure answers FAILED with a short reason, and the transaction leaves the schema as it
-  was. It always answers, also when an exception escapes, and a guard answers FAILED shortly
-  before Lambda's timeout, so a stack never waits an hour for a response.
+  was (or at the last revision committed before a concurrent index build). It always answers,
+  also when an exception escapes, and a guard answers FAILED shortly before Lambda's timeout,
+  so a stack never waits an hour for a response.
 
 Invoked by hand with ``{"action": "current" | "history" | "upgrade" | "downgrade" | "sql",
-"revision": …}`` it does what that Alembic command does and returns the result as JSON.
+"revision": …}`` it does what that Alembic command does and returns the result as JSON; with
+``{"action": "grant-admin" | "revoke-admin", "email": …}`` it changes a user's admin rights and
+logs who was changed (the first admin of a new deployment, without database access).
 """
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import threading
+import time
 import urllib.parse
 import urllib.request
 from pathlib import Path
@@ -31,7 +44,9 @@ from alembic.script import ScriptDirectory
 from aws_lambda_powertools import Logger
 from sqlalchemy import Connection, text
 
-from blog.db import get_engine
+from blog import services
+from blog.db import get_engine, translate_error
+from blog.errors import DomainError, UnavailableError
 
 if TYPE_CHECKING:
     from aws_lambda_powertools.utilities.typing import LambdaContext
@@ -46,6 +61,67 @@ ADVISORY_LOCK_KEY: Final = int.from_bytes(b"blog-api", "big") & 0x7FFF_FFFF_FFFF
 TIMEOUT_MARGIN_MS: Final = 10_000
 RESPONSE_TIMEOUT_S: Final = 10
 REASON_MAX: Final = 500
+LOCK_POLL_S: Final = 0.5
+#: Time kept for the migration itself: waiting for the database gives up this long before the
+#: guard would answer.
+MIGRATION_RESERVE_MS: Final = 60_000
+#: Backoff between connection attempts while the database (or its proxy) is not reachable yet.
+WAIT_FIRST_DELAY_S: Final = 0.5
+WAIT_MAX_DELAY_S: Final = 5.0
+ADMIN_ACTIONS: Final = {"grant-admin": True, "revoke-admin": False}
+
+
+class DatabaseNotReachableError(Exception):
+    """The database did not accept a connection within the time the deployment can wait."""
+
+
+def scripts_digest(folder: Path = HERE) -> str:
+    """sha256 over the names and contents of env.py and every revision, in a stable order.
+
+    The template passes this digest of the scripts as the resource's ``ScriptsDigest``; the code
+    compares it with the digest of the scripts it was packaged with to recognise a rollback.
+    """
+    files = [folder / "env.py", *sorted((folder / "versions").glob("*.py"))]
+    hasher = hashlib.sha256()
+    for path in files:
+        hasher.update(f"migrations/{path.relative_to(folder).as_posix()}".encode() + b"\0")
+        hasher.update(path.read_bytes() + b"\0")
+    return f"sha256:{hasher.hexdigest()}"
+
+
+def wait_for_database(deadline: float) -> int:
+    """Connect until the database answers or ``time.monotonic()`` passes ``deadline``.
+
+    A new Aurora cluster, a paused Serverless v2 one (resuming takes seconds) or a proxy whose
+    target is still registering refuses connections for a while; only such unavailability is
+    waited for, any other error (a wrong password, a missing database) fails at once. Returns
+    the number of attempts it took.
+    """
+    delay = WAIT_FIRST_DELAY_S
+    attempt = 0
+    while True:
+        attempt += 1
+        try:
+            with get_engine().connect() as connection:
+                connection.execute(text("SELECT 1"))
+        except Exception as error:  # noqa: BLE001 - classified by translate_error below
+            if not isinstance(translate_error(error), UnavailableError):
+                raise
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise DatabaseNotReachableError(
+                    f"Database not reachable after {attempt} attempts: {_short(error)}"
+                ) from error
+            logger.info(
+                "database not reachable yet",
+                extra={"attempt": attempt, "retry_in_s": round(min(delay, left), 2)},
+            )
+            time.sleep(min(delay, left))
+            delay = min(delay * 2, WAIT_MAX_DELAY_S)
+            continue
+        if attempt > 1:
+            logger.info("database reachable", extra={"attempts": attempt})
+        return attempt
 
 
 def alembic_config(
@@ -65,17 +141,33 @@ def current_revision(connection: Connection) -> str | None:
 
 
 def migrate(target: str = "head", *, downgrade: bool = False) -> dict[str, Any]:
-    """Upgrade (or downgrade) to ``target`` in one transaction, holding the advisory lock."""
-    with get_engine().begin() as connection:
-        # Transaction-scoped: released by the commit or rollback, also if the process dies.
-        connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": ADVISORY_LOCK_KEY})
+    """Upgrade (or downgrade) to ``target``, holding the advisory lock.
+
+    Alembic gets the connection outside a transaction and begins its own, so that a revision can
+    leave it for a ``CREATE INDEX CONCURRENTLY`` (``autocommit_block``).
+    """
+    key = {"key": ADVISORY_LOCK_KEY}
+    with get_engine().connect() as connection:
+        # Session-scoped, as it must outlive the commits around an autocommit block: released
+        # below, or when the connection closes (also if the process dies). Waited for outside
+        # any transaction: a CREATE INDEX CONCURRENTLY of the run holding it waits for every
+        # open transaction to end, so blocking in one would deadlock the two runs.
+        while not connection.execute(text("SELECT pg_try_advisory_lock(:key)"), key).scalar():
+            connection.rollback()
+            time.sleep(LOCK_POLL_S)
         before = current_revision(connection)
-        cfg = alembic_config(connection)
-        if downgrade:
-            command.downgrade(cfg, target)
-        else:
-            command.upgrade(cfg, target)
-        after = current_revision(connection)
+        connection.commit()
+        try:
+            cfg = alembic_config(connection)
+            if downgrade:
+                command.downgrade(cfg, target)
+            else:
+                command.upgrade(cfg, target)
+            after = current_revision(connection)
+        finally:
+            connection.rollback()
+            connection.execute(text("SELECT pg_advisory_unlock(:key)"), key)
+            connection.commit()
     logger.info("migrated", extra={"from_revision": before, "to_revision": after})
     return {"from_revision": before, "revision": after}
 
@@ -102,10 +194,28 @@ def offline_sql(revision: str = "head", *, downgrade: bool = False) -> str:
     return output.getvalue()
 
 
+def set_admin(email: object, *, is_admin: bool) -> dict[str, Any]:
+    """Grant or revoke a user's admin rights by email; the change is logged (the audit trail)."""
+    if not isinstance(email, str) or not email.strip():
+        return {"error": "grant-admin and revoke-admin need the user's email"}
+    try:
+        user = services.set_admin(email, is_admin=is_admin)
+    except DomainError as error:
+        return {"error": error.message}
+    # The Lambda request id ties this line to the invocation (and its caller, in CloudTrail).
+    logger.warning(
+        "admin rights changed",
+        extra={"audit": True, "user_id": user.id, "email": user.email, "is_admin": is_admin},
+    )
+    return {"user_id": user.id, "email": user.email, "is_admin": user.is_admin}
+
+
 def manual(event: dict[str, Any]) -> dict[str, Any]:  # noqa: PLR0911 - one branch per action
-    """A hand invocation: one Alembic command, its result as JSON."""
+    """A hand invocation: one Alembic command (or an admin change), its result as JSON."""
     action = event.get("action")
     revision = event.get("revision")
+    if action in ADMIN_ACTIONS:
+        return set_admin(event.get("email"), is_admin=ADMIN_ACTIONS[str(action)])
     if action == "current":
         with get_engine().connect() as connection:
             return {"revision": current_revision(connection)}
@@ -119,7 +229,10 @@ def manual(event: dict[str, Any]) -> dict[str, Any]:  # noqa: PLR0911 - one bran
         return migrate(str(revision), downgrade=True)
     if action == "sql":
         return {"sql": offline_sql(str(revision or "head"), downgrade=bool(event.get("downgrade")))}
-    return {"error": f"unknown action {action!r}; use current, history, upgrade, downgrade, sql"}
+    return {
+        "error": f"unknown action {action!r}; use current, history, upgrade, downgrade, sql, "
+        "grant-admin, revoke-admin"
+    }
 
 
 class CloudFormationReply:
@@ -192,7 +305,16 @@ def custom_resource(event: dict[str, Any], context: LambdaContext) -> dict[str, 
         request_type = event.get("RequestType")
         if request_type == "Delete":
             reply.send("SUCCESS", "Nothing to do on delete: the data is kept")
+        elif request_type == "Update" and _is_rollback(event):
+            revision = _revision_if_reachable()
+            reply.send(
+                "SUCCESS",
+                f"Rollback: schema left at revision {revision}",
+                {"Revision": revision},
+            )
         elif request_type in ("Create", "Update"):
+            budget_ms = context.get_remaining_time_in_millis() - TIMEOUT_MARGIN_MS
+            wait_for_database(time.monotonic() + (budget_ms - MIGRATION_RESERVE_MS) / 1000)
             result = migrate("head")
             reply.send(
                 "SUCCESS", f"At revision {result['revision']}", {"Revision": result["revision"]}
@@ -205,6 +327,33 @@ def custom_resource(event: dict[str, Any], context: LambdaContext) -> dict[str, 
     finally:
         guard.cancel()
     return {"sent": reply.sent, "delivered": reply.delivered}
+
+
+def _is_rollback(event: dict[str, Any]) -> bool:
+    """Whether an Update carries another digest than the scripts packaged with this code."""
+    requested = (event.get("ResourceProperties") or {}).get("ScriptsDigest")
+    packaged = scripts_digest()
+    if requested == packaged:
+        return False
+    logger.warning(
+        "update with another scripts digest than this code's: a rollback, schema not touched",
+        extra={
+            "requested_digest": requested,
+            "packaged_digest": packaged,
+            "previous_digest": (event.get("OldResourceProperties") or {}).get("ScriptsDigest"),
+        },
+    )
+    return True
+
+
+def _revision_if_reachable() -> str:
+    """The database's revision for the rollback's answer, or "unknown" (never waited for)."""
+    try:
+        with get_engine().connect() as connection:
+            return current_revision(connection) or "base"
+    except Exception as error:  # noqa: BLE001 - a rollback must succeed regardless
+        logger.warning("revision unknown during rollback", extra={"error": _short(error)})
+        return "unknown"
 
 
 def _short(error: BaseException) -> str:

@@ -3,8 +3,10 @@
 Loaded by Alembic only (``alembic`` CLI, ``alembic.command`` in tests and the deploy-time
 migration function); it is not importable as a module.
 
-* Online, with ``config.attributes["connection"]``: the caller's connection is used as is, inside
-  the caller's transaction (tests and the deploy function open ``engine.begin()`` and pass it).
+* Online, with ``config.attributes["connection"]``: the caller's connection, which must not be in
+  a transaction (tests and the deploy function open ``engine.connect()`` and pass it). Alembic
+  runs every revision in one transaction of its own, committed at the end; a revision that builds
+  an index ``CONCURRENTLY`` leaves it (``autocommit_block``), committing the revisions before.
 * Online, without one: the layer's own engine (:func:`blog.db.get_engine`), which reads
   ``DATABASE_URL`` locally or the Secrets Manager secret on AWS.
 * Offline (``--sql``): SQL for PostgreSQL is written out; no database and no settings are needed.
@@ -61,7 +63,9 @@ def run_migrations_online() -> None:
     """Migrate through the given connection, else through a connection of the layer's engine."""
     connection: Connection | None = config.attributes.get("connection")
     if connection is not None:
-        # The caller owns the transaction: Alembic joins it and leaves the commit to the caller.
+        if connection.in_transaction():
+            # Alembic would join it, and an autocommit block could not leave it.
+            raise RuntimeError("pass a connection that is not in a transaction")
         _run_on(connection)
         return
     from blog.db import get_engine

@@ -115,14 +115,14 @@ def alembic_config(connection: object | None = None) -> object:
 
 
 def migrate(url: str, revision: str = "head") -> None:
-    """Run ``alembic upgrade revision`` on the database at ``url``, in one transaction."""
+    """Run ``alembic upgrade revision`` on the database at ``url`` (Alembic's transaction)."""
     from alembic import command
     from sqlalchemy import create_engine
     from sqlalchemy.pool import NullPool
 
     engine = create_engine(url, poolclass=NullPool)
     try:
-        with engine.begin() as conn:
+        with engine.connect() as conn:
             command.upgrade(alembic_config(conn), revision)  # type: ignore[arg-type]
     finally:
         engine.dispose()

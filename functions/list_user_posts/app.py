@@ -2,10 +2,12 @@
 
 from typing import Annotated
 
+from aws_lambda_powertools.event_handler import Response
 from aws_lambda_powertools.event_handler.openapi.params import Query
 
 from blog import services
 from blog.http import (
+    Cursor,
     PageNumber,
     PageSize,
     UserId,
@@ -13,8 +15,10 @@ from blog.http import (
     error_responses,
     http_handler,
     make_app,
+    page_request,
+    page_response,
 )
-from blog.schemas import Page, PostOut
+from blog.schemas import Page, PostListItem
 
 app = make_app()
 
@@ -23,22 +27,22 @@ app = make_app()
     "/users/<user_id>/posts",
     summary="List a user's posts",
     tags=["posts"],
-    responses=error_responses(401, 403, 404, 422),
+    responses=error_responses(400, 401, 403, 404, 422, paged=True),
 )
 def list_user_posts(
     user_id: UserId,
     include_drafts: Annotated[bool, Query(description="Author or admin only")] = False,
     page: PageNumber = 1,
     page_size: PageSize = None,
-) -> Page[PostOut]:
+    cursor: Cursor = None,
+) -> Response[Page[PostListItem]]:
     result = services.list_user_posts(
         user_id,
         actor=current_actor(app),
         include_drafts=include_drafts,
-        page=page,
-        page_size=page_size,
+        request=page_request(page, page_size, cursor),
     )
-    return Page[PostOut].model_validate(result, from_attributes=True)
+    return page_response(app, Page[PostListItem].model_validate(result, from_attributes=True))
 
 
 lambda_handler = http_handler(app)

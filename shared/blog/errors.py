@@ -26,6 +26,17 @@ class ValidationError(DomainError):
     default_message = "Validation failed"
 
 
+class InvalidCursorError(ValidationError):
+    """A list's ``cursor`` is not one this API issued for that list (or it is stale)."""
+
+    status = 400
+    code = "invalid_cursor"
+    default_message = "Invalid cursor"
+
+    def __init__(self, message: str | None = None, *, reason: str) -> None:
+        super().__init__(message, details={"in": "query", "field": "cursor", "reason": reason})
+
+
 class AuthenticationError(DomainError):
     """The caller could not be identified."""
 
@@ -124,6 +135,7 @@ HTTP_STATUS: dict[type[DomainError], int] = {
     for cls in (
         DomainError,
         ValidationError,
+        InvalidCursorError,
         AuthenticationError,
         ForbiddenError,
         CurrentPasswordError,

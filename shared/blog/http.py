@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from email.message import Message
 from functools import partial
 from typing import TYPE_CHECKING, Annotated, Any, Final
+from urllib.parse import urlencode
 
 from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response
@@ -38,6 +39,8 @@ if TYPE_CHECKING:
 
 from blog.auth import LEEWAY_S, bearer_token, verify_token
 from blog.errors import AuthenticationError, DomainError
+from blog.pagination import CURSOR_MAX_CHARS
+from blog.repositories import MAX_OFFSET, PageRequest
 from blog.schemas import ID_MAX
 from blog.services import Caller
 
@@ -106,14 +109,31 @@ class CanonicalNumber:
 
 UserId = Annotated[int, CanonicalNumber(1, ID_MAX), Path(description="A user's id")]
 PostId = Annotated[int, CanonicalNumber(1, ID_MAX), Path(description="A post's id")]
-PageNumber = Annotated[int, CanonicalNumber(1, 1_000_000), Query(description="1-based page number")]
+PageNumber = Annotated[
+    int,
+    CanonicalNumber(1, MAX_OFFSET + 1),
+    Query(
+        description=f"1-based page number, for shallow pages: a page must start within the "
+        f"first {MAX_OFFSET:,} rows (422 past that); deeper, follow next_cursor",
+    ),
+]
 PageSize = Annotated[
     Annotated[int, CanonicalNumber(1, 1000)] | None,
     Query(description="Items per page (default 20, capped at 100)"),
 ]
+Cursor = Annotated[
+    str | None,
+    Query(
+        min_length=1,
+        max_length=CURSOR_MAX_CHARS,
+        description="The next_cursor of the previous page (opaque; tied to this list and its "
+        "filters). Not with page. A cursor that is malformed, altered, of another list or of "
+        "an older version is a 400 invalid_cursor",
+    ),
+]
 
 _ERROR_DESCRIPTIONS: Final = {
-    400: "Malformed JSON",
+    400: "Malformed JSON body, or an invalid list cursor",
     401: "Missing, invalid or expired token, or bad credentials",
     403: "Not allowed for this caller",
     404: "No such resource",
@@ -127,14 +147,14 @@ _ERROR_DESCRIPTIONS: Final = {
 
 
 def error_responses(
-    *statuses: int, success: int = 200, no_content: bool = False
+    *statuses: int, success: int = 200, no_content: bool = False, paged: bool = False
 ) -> dict[int, OpenAPIResponse]:
     """OpenAPI descriptions of a route's responses: its success and the error statuses it
     documents (plus the ones all share).
 
     ``success`` is the status of a successful answer, whose body Powertools describes from the
     route's return type (201 also sends ``Location``); ``no_content`` documents a 204 with no body
-    instead, for routes that answer with none.
+    instead, for routes that answer with none; ``paged`` documents a list's ``Link`` header.
     """
     shared = {503} | ({400, 413, 415} if 422 in statuses else set())
     responses: dict[int, OpenAPIResponse] = {
@@ -152,6 +172,12 @@ def error_responses(
             "headers": {
                 "Location": {"description": "The new resource", "schema": {"type": "string"}}
             },
+        }
+    elif paged:
+        link = 'The next page, as <path?query&cursor=next_cursor>; rel="next" (RFC 8288)'
+        responses[success] = {
+            "description": "One page of the list",
+            "headers": {"Link": {"description": link, "schema": {"type": "string"}}},
         }
     else:
         responses[success] = {"description": "OK"}
@@ -396,6 +422,28 @@ def ok(model: BaseModel, status: int = 200, headers: dict[str, str] | None = Non
 def created(model: BaseModel, location: str) -> Response[Any]:
     """201 Created with the new resource and its ``Location``."""
     return ok(model, 201, {"Location": location})
+
+
+def page_request(page: int, page_size: int | None, cursor: str | None) -> PageRequest:
+    """The page a list route was asked for."""
+    return PageRequest(page=page, page_size=page_size, cursor=cursor)
+
+
+def page_response(app: APIGatewayHttpResolver, page: BaseModel) -> Response[Any]:
+    """A list page, with ``Link: <…?cursor=…>; rel="next"`` (RFC 8288) when there is a next one:
+    the request's own path and query, its ``page`` dropped and its ``cursor`` replaced."""
+    next_cursor = getattr(page, "next_cursor", None)
+    if next_cursor is None:
+        return ok(page)
+    event = app.current_event
+    query = {
+        key: value
+        for key, value in (event.query_string_parameters or {}).items()
+        if key not in {"cursor", "page"}
+    }
+    query["cursor"] = next_cursor
+    link = f'<{event.raw_path}?{urlencode(query)}>; rel="next"'
+    return ok(page, headers={"Link": link})
 
 
 def no_content() -> Response[Any]:

@@ -28,6 +28,8 @@ TITLE_MAX: Final = 200
 CONTENT_MAX: Final = 100_000
 STATUS_ACTIVE: Final = "active"
 STATUS_INACTIVE: Final = "inactive"
+#: The predicate of the partial indexes over published posts; queries must say it the same way.
+PUBLISHED: Final = text("published")
 
 # Stable constraint names, so Alembic autogenerate and hand-written migrations agree.
 NAMING_CONVENTION: Final = {
@@ -140,6 +142,8 @@ class User(TimestampMixin, Base):
     # Server-generated values (id, timestamps, defaults) come back through RETURNING, not a SELECT.
     __mapper_args__ = {"eager_defaults": True}  # noqa: RUF012
     __table_args__ = (
+        # GET /users: active users by id, walked in that order by keyset (revision 0007).
+        Index("ix_users_active_id", "id", postgresql_where=text("is_active")),
         CheckConstraint("email = lower(email)", name="email_lowercase"),
         CheckConstraint("username = lower(username)", name="username_lowercase"),
         CheckConstraint(
@@ -185,13 +189,34 @@ class Post(TimestampMixin, Base):
 
     __tablename__ = "posts"
     __mapper_args__ = {"eager_defaults": True}  # noqa: RUF012
-    __table_args__ = (Index("ix_posts_published_created_at", "published", "created_at"),)
+    # Every list is walked by keyset on an index in exactly its order (newest first is a backward
+    # scan); search reads trigram indexes (revisions 0007 and 0008). Only published posts are
+    # listed publicly or searched, so those indexes leave drafts out.
+    __table_args__ = (
+        Index("ix_posts_published_created_at_id", "created_at", "id", postgresql_where=PUBLISHED),
+        Index("ix_posts_author_id_created_at_id", "author_id", "created_at", "id"),
+        Index(
+            "ix_posts_title_trgm",
+            "title",
+            postgresql_using="gin",
+            postgresql_ops={"title": "gin_trgm_ops"},
+            postgresql_where=PUBLISHED,
+        ),
+        Index(
+            "ix_posts_content_trgm",
+            "content",
+            postgresql_using="gin",
+            postgresql_ops={"content": "gin_trgm_ops"},
+            postgresql_where=PUBLISHED,
+        ),
+    )
 
     id: Mapped[int] = mapped_column(Integer, Identity(), primary_key=True)
     title: Mapped[str] = mapped_column(String(TITLE_MAX))
     content: Mapped[str] = mapped_column(Text)
     published: Mapped[bool] = mapped_column(Boolean, server_default=text("false"))
-    author_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    # Indexed by ix_posts_author_id_created_at_id (its leading column serves the cascade too).
+    author_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
 
     author: Mapped[User] = relationship(back_populates="posts", lazy="raise")
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from functools import lru_cache
 from operator import itemgetter
 from typing import TYPE_CHECKING, Any, Final, Generic, TypeVar
@@ -12,6 +13,7 @@ from typing import TYPE_CHECKING, Any, Final, Generic, TypeVar
 from sqlalchemy import (
     Column,
     ColumnElement,
+    DateTime,
     Integer,
     MetaData,
     Select,
@@ -31,7 +33,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.postgresql import JSONB, aggregate_order_by
 from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.orm import Session, selectinload
+from sqlalchemy.orm import InstrumentedAttribute, Session, selectinload
 from sqlalchemy.schema import CreateTable, DropTable
 
 from blog.config import get_settings
@@ -45,27 +47,55 @@ from blog.models import (
     normalize_email,
     normalize_username,
 )
+from blog.pagination import decode_cursor, encode_cursor
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Dialect
 
 ModelT = TypeVar("ModelT", bound=Base)
+T = TypeVar("T")
 
-#: No rows are read past this offset (the page is empty, as past the end): nobody pages that far,
-#: and it bounds the work of one request.
-MAX_OFFSET: Final = 1_000_000
-#: The last page number the API takes (as documented).
-MAX_PAGE: Final = 1_000_000
+#: ``page``/``page_size`` reach only this far into a list: past it, the client follows
+#: ``next_cursor`` (an ``OFFSET`` reads and drops every row it skips, so deep offsets cost what
+#: the table holds).
+MAX_OFFSET: Final = 1_000
+#: A total up to this many rows is counted exactly (reading at most this many index entries);
+#: past it, the planner's estimate is given, and said to be one.
+TOTAL_EXACT_MAX: Final = 1_000
+#: Characters of a post's content that a list reads; the excerpt is cut from them.
+EXCERPT_SOURCE_CHARS: Final = 301
 
 
 @dataclass(frozen=True, slots=True)
-class Page(Generic[ModelT]):
-    """One page of rows plus the total number of rows across all pages."""
+class PageRequest:
+    """Which page of a list: by ``cursor`` (from a previous page's ``next_cursor``) or by number."""
 
-    items: Sequence[ModelT]
+    page: int = 1
+    page_size: int | None = None
+    cursor: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Page(Generic[T]):
+    """One page of a list, the total across pages (exact, or an estimate) and the next cursor."""
+
+    items: Sequence[T]
     total: int
-    page: int
+    total_exact: bool
+    page: int | None
     page_size: int
+    next_cursor: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class ListQuery:
+    """A list: its rows (``stmt``, filtered, unordered), its unique sort key and direction, and
+    its ``scope`` (the list and its filters, which a cursor must match)."""
+
+    stmt: Select[*tuple[Any, ...]]
+    keys: tuple[InstrumentedAttribute[Any], ...]
+    descending: bool
+    scope: str
 
 
 @lru_cache(maxsize=8)
@@ -76,7 +106,8 @@ def _select_by_id(model: type[Base]) -> Select[Any]:
 
 
 def page_bounds(page: int, page_size: int | None) -> tuple[int, int]:
-    """Validated ``(offset, limit)`` for a 1-based page; the page size is capped by the settings."""
+    """Validated ``(offset, limit)`` for a 1-based page; the page size is capped by the settings,
+    the offset by ``MAX_OFFSET``."""
     settings = get_settings()
     size = settings.page_size_default if page_size is None else page_size
     if page < 1:
@@ -84,15 +115,23 @@ def page_bounds(page: int, page_size: int | None) -> tuple[int, int]:
     if size < 1:
         raise ValidationError("page_size must be at least 1", details={"field": "page_size"})
     size = min(size, settings.page_size_max)
-    if page > MAX_PAGE:
-        raise ValidationError(f"page must be at most {MAX_PAGE}", details={"field": "page"})
-    return (page - 1) * size, size
+    offset = (page - 1) * size
+    if offset > MAX_OFFSET:
+        raise ValidationError(
+            f"page {page} starts past row {MAX_OFFSET}: follow next_cursor to go deeper",
+            details={"field": "page", "max_offset": MAX_OFFSET},
+        )
+    return offset, size
 
 
 def like_pattern(text: str) -> str:
     """An ``ILIKE`` pattern matching ``text`` anywhere, with ``%``, ``_`` and ``\\`` literal."""
     escaped = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
     return f"%{escaped}%"
+
+
+def _key_kinds(keys: tuple[InstrumentedAttribute[Any], ...]) -> tuple[type, ...]:
+    return tuple(datetime if isinstance(k.type, DateTime) else int for k in keys)
 
 
 class Repository(Generic[ModelT]):
@@ -129,27 +168,61 @@ class Repository(Generic[ModelT]):
         stmt = select(self.model).order_by(self._id).offset(offset).limit(limit)
         return self.session.scalars(stmt).all()
 
-    def paginate(
-        self, page: int = 1, page_size: int | None = None, stmt: Select[Any] | None = None
-    ) -> Page[ModelT]:
-        """One page of ``stmt`` (default: all rows by id) and the total, in one query.
+    def list_page(self, query: ListQuery, request: PageRequest) -> Page[Any]:
+        """One page of ``query``'s rows in its key order, the total, and the next cursor.
 
-        The total comes from a window function over the same filter; only a page past the end
-        (no rows to carry it) costs a second, counting query. Past ``MAX_OFFSET`` the page is
-        empty, and only counted.
+        Keyset pagination: a cursor's page starts right after the key it holds, so it reads only
+        its own rows from an index in the key's order, however deep it is; a row inserted or
+        deleted elsewhere shifts nothing. The page and a count bounded by ``TOTAL_EXACT_MAX``
+        are one statement (the count reads at most that many index entries); only an empty page
+        (no row to carry the count) or a count past the bound (then the planner's estimate)
+        costs one more. ``page``/``page_size`` work too, as far as ``MAX_OFFSET``.
         """
-        offset, limit = page_bounds(page, page_size)
-        base = stmt if stmt is not None else select(self.model).order_by(self._id)
-        query = base.add_columns(func.count().over().label("total")).offset(offset).limit(limit)
-        rows = self.session.execute(query).all() if offset <= MAX_OFFSET else []
-        if rows:
-            total = int(rows[0].total)
-        elif offset == 0:
-            total = 0
-        else:
-            count_stmt = select(func.count()).select_from(base.order_by(None).subquery())
-            total = int(self.session.scalar(count_stmt) or 0)
-        return Page(items=[row[0] for row in rows], total=total, page=page, page_size=limit)
+        if request.cursor is not None and request.page != 1:
+            raise ValidationError(
+                "give either cursor or page, not both", details={"field": "cursor"}
+            )
+        offset, size = page_bounds(request.page, request.page_size)
+        order = [key.desc() if query.descending else key.asc() for key in query.keys]
+        stmt = query.stmt.order_by(*order)
+        if request.cursor is not None:
+            after = decode_cursor(request.cursor, query.scope, _key_kinds(query.keys))
+            row_key, bound = tuple_(*query.keys), tuple_(*after)
+            stmt = stmt.where(row_key < bound if query.descending else row_key > bound)
+        matching: Select[Any] = query.stmt.with_only_columns(literal_column("1"))
+        matching = matching.limit(TOTAL_EXACT_MAX + 1)
+        count = select(func.count()).select_from(matching.subquery())
+        rows = self.session.execute(
+            stmt.add_columns(count.scalar_subquery().label("total_")).offset(offset).limit(size + 1)
+        ).all()
+        counted = int(rows[0].total_) if rows else int(self.session.scalar(count) or 0)
+        total, exact = counted, counted <= TOTAL_EXACT_MAX
+        if not exact:
+            total = max(self._estimate(query.stmt), counted)
+        next_cursor = None
+        if len(rows) > size:
+            rows = rows[:size]
+            last = rows[-1]
+            next_cursor = encode_cursor(
+                query.scope, tuple(getattr(last, k.key) for k in query.keys)
+            )
+        return Page(
+            items=rows,
+            total=total,
+            total_exact=exact,
+            page=None if request.cursor is not None else request.page,
+            page_size=size,
+            next_cursor=next_cursor,
+        )
+
+    def _estimate(self, stmt: Select[*tuple[Any, ...]]) -> int:
+        """The planner's estimate of how many rows ``stmt`` returns (no row is read)."""
+        connection = self.session.connection()
+        compiled = stmt.with_only_columns(literal_column("1")).compile(dialect=connection.dialect)
+        params = tuple(compiled.params[name] for name in compiled.positiontup or ())
+        plan = connection.exec_driver_sql(f"EXPLAIN (FORMAT JSON) {compiled}", params).scalar()
+        document: Any = json.loads(plan) if isinstance(plan, str) else plan
+        return int(document[0]["Plan"]["Plan Rows"])
 
     def create(self, **values: Any) -> ModelT:
         """Insert a row and flush, so its id and server defaults are available (eager defaults)."""
@@ -205,15 +278,18 @@ class UserRepository(Repository[User]):
 
     def active_users_query(self) -> Select[User]:
         """Active users, by id."""
-        return select(User).where(User.is_active.is_(True)).order_by(User.id)
+        return select(User).where(User.is_active).order_by(User.id)
 
     def get_active_users(self, *, offset: int = 0, limit: int = 100) -> Sequence[User]:
         """Active users, by id, ``limit`` of them from ``offset``."""
         return self.session.scalars(self.active_users_query().offset(offset).limit(limit)).all()
 
-    def paginate_active(self, page: int = 1, page_size: int | None = None) -> Page[User]:
-        """One page of active users and their total."""
-        return self.paginate(page, page_size, self.active_users_query())
+    @staticmethod
+    def active_users_list() -> ListQuery:
+        """``GET /users``: active users by id (``ix_users_active_id``), without password hashes."""
+        return ListQuery(
+            select(*USER_LIST_COLUMNS).where(User.is_active), (User.id,), False, "users"
+        )
 
     def deactivate(self, user_id: int) -> User | None:
         """Mark the user inactive (both the flag and the status column) and void their tokens;
@@ -480,6 +556,37 @@ _UPSERT_RETURNING_IDS: Final = _ids(func.coalesce(_UPSERTED.c.id, _USER_ID)).sel
 )
 
 
+#: What a list shows of a user: never the password hash.
+USER_LIST_COLUMNS: Final = (
+    User.id,
+    User.email,
+    User.username,
+    User.is_active,
+    User.is_admin,
+    User.created_at,
+    User.updated_at,
+)
+#: What a list shows of a post: the start of its content, from which the excerpt is cut, so a
+#: page's size does not depend on how long the posts are.
+POST_LIST_COLUMNS: Final = (
+    Post.id,
+    Post.title,
+    func.substr(Post.content, 1, EXCERPT_SOURCE_CHARS).label("excerpt"),
+    Post.published,
+    Post.author_id,
+    Post.created_at,
+    Post.updated_at,
+)
+NEWEST_FIRST: Final = (Post.created_at, Post.id)
+# show_trgm pads each word with spaces; a trigram without one comes from three word characters.
+_HAS_TRIGRAM: Final = select(
+    select(literal_column("1"))
+    .select_from(func.unnest(func.show_trgm(bindparam("text", type_=Text))).alias("t"))
+    .where(func.strpos(literal_column("t"), " ") == 0)
+    .exists()
+)
+
+
 class PostRepository(Repository[Post]):
     """Queries over posts. Lists are newest first, ties broken by id."""
 
@@ -491,7 +598,7 @@ class PostRepository(Repository[Post]):
 
     def published_query(self) -> Select[Post]:
         """Published posts, newest first."""
-        return self._newest_first(select(Post).where(Post.published.is_(True)))
+        return self._newest_first(select(Post).where(Post.published))
 
     def get_published(self, *, offset: int = 0, limit: int = 100) -> Sequence[Post]:
         """Published posts, newest first."""
@@ -501,7 +608,7 @@ class PostRepository(Repository[Post]):
         """The author's posts, newest first; drafts only when asked."""
         stmt = select(Post).where(Post.author_id == author_id)
         if not include_drafts:
-            stmt = stmt.where(Post.published.is_(True))
+            stmt = stmt.where(Post.published)
         return self._newest_first(stmt)
 
     def get_by_author(
@@ -511,14 +618,24 @@ class PostRepository(Repository[Post]):
         stmt = self.by_author_query(author_id, include_drafts=include_drafts)
         return self.session.scalars(stmt.offset(offset).limit(limit)).all()
 
+    @staticmethod
+    def matching(text: str) -> ColumnElement[bool]:
+        """Title or content contains ``text``, ignoring case, wildcards literal: answered by the
+        trigram indexes when ``text`` holds a trigram (see ``SEARCH_MIN``)."""
+        pattern = like_pattern(text)
+        return or_(Post.title.ilike(pattern, escape="\\"), Post.content.ilike(pattern, escape="\\"))
+
+    def searchable(self, text: str) -> bool:
+        """Whether ``text`` holds a trigram, so that a search is answered from the trigram indexes
+        (a pattern without one would scan them whole): some run of three characters that the
+        database counts as letters or digits (its locale decides which are)."""
+        return bool(self.session.scalar(_HAS_TRIGRAM, {"text": text}))
+
     def search_query(self, text: str, *, published_only: bool = True) -> Select[Post]:
         """Posts whose title or content contains ``text``, ignoring case; wildcards are literal."""
-        pattern = like_pattern(text)
-        stmt = select(Post).where(
-            or_(Post.title.ilike(pattern, escape="\\"), Post.content.ilike(pattern, escape="\\"))
-        )
+        stmt = select(Post).where(self.matching(text))
         if published_only:
-            stmt = stmt.where(Post.published.is_(True))
+            stmt = stmt.where(Post.published)
         return self._newest_first(stmt)
 
     def search(
@@ -527,6 +644,29 @@ class PostRepository(Repository[Post]):
         """Posts whose title or content contains ``text`` (see :meth:`search_query`)."""
         stmt = self.search_query(text, published_only=published_only)
         return self.session.scalars(stmt.offset(offset).limit(limit)).all()
+
+    # --- the lists of the API: list items (an excerpt, not the content), by keyset ------------
+
+    @staticmethod
+    def feed_list(text: str | None = None) -> ListQuery:
+        """``GET /posts``: published posts newest first (``ix_posts_published_created_at_id``);
+        with ``text``, only those matching it (the trigram indexes)."""
+        stmt = select(*POST_LIST_COLUMNS).where(Post.published)
+        if text is None:
+            return ListQuery(stmt, NEWEST_FIRST, True, "posts")
+        return ListQuery(
+            stmt.where(PostRepository.matching(text)), NEWEST_FIRST, True, f"posts?q={text}"
+        )
+
+    @staticmethod
+    def author_list(author_id: int, *, include_drafts: bool) -> ListQuery:
+        """``GET /users/{id}/posts``: the author's posts newest first
+        (``ix_posts_author_id_created_at_id``); drafts only when asked."""
+        stmt = select(*POST_LIST_COLUMNS).where(Post.author_id == author_id)
+        if not include_drafts:
+            stmt = stmt.where(Post.published)
+        scope = f"users/{author_id}/posts?include_drafts={include_drafts}"
+        return ListQuery(stmt, NEWEST_FIRST, True, scope)
 
     def publish(self, post_id: int) -> Post | None:
         """Mark the post published; None if missing."""

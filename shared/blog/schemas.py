@@ -60,6 +60,11 @@ PASSWORD_MIN: Final = 8
 # Argon2 accepts any length; the cap bounds the work one request can cause.
 PASSWORD_MAX: Final = 256
 SEARCH_MAX: Final = 200
+#: Search needs a trigram (three letters or digits in a row) to be answered from its index.
+SEARCH_MIN: Final = 3
+#: At most this many characters of a post's content are in a list item's excerpt.
+EXCERPT_CHARS: Final = 280
+_ELLIPSIS: Final = "\u2026"
 
 _EMAIL = re.compile(r"^[^@\s]{1,64}@[^@\s.]+(\.[^@\s.]+)+$")
 _USERNAME = r"^[A-Za-z0-9](?:[A-Za-z0-9_.-]*[A-Za-z0-9])?$"
@@ -346,6 +351,37 @@ class PostOut(Response):
     updated_at: datetime
 
 
+def make_excerpt(text: str) -> str:
+    """The start of ``text``, at most ``EXCERPT_CHARS`` characters: cut at a word boundary where
+    one is near, ending in an ellipsis when something was cut (so an excerpt of an excerpt is the
+    same excerpt)."""
+    if len(text) <= EXCERPT_CHARS:
+        return text
+    cut = text[: EXCERPT_CHARS - 1]
+    space = cut.rfind(" ")
+    if space >= EXCERPT_CHARS // 2:
+        cut = cut[:space]
+    return cut.rstrip() + _ELLIPSIS
+
+
+class PostListItem(Response):
+    """A post as lists show it: its content only as an excerpt (``GET /posts/{id}`` has it all),
+    so a page stays small whatever its posts hold."""
+
+    id: int
+    title: str
+    excerpt: Annotated[str, AfterValidator(make_excerpt)] = Field(
+        description=f"The start of the content, at most {EXCERPT_CHARS} characters, cut at a "
+        "word boundary and ending in \u2026 when the content is longer (GET /posts/{post_id} "
+        "has the whole content)",
+        json_schema_extra={"maxLength": EXCERPT_CHARS},
+    )
+    published: bool
+    author_id: int
+    created_at: datetime
+    updated_at: datetime
+
+
 class TransferRequest(Request):
     """Where to move a user's posts."""
 
@@ -359,12 +395,20 @@ class TransferOut(BaseModel):
 
 
 class Page(BaseModel, Generic[T]):
-    """One page of a list and the total across pages."""
+    """One page of a list, the total across pages, and the cursor of the next page."""
 
     items: list[T]
-    total: int
-    page: int
+    total: int = Field(
+        description="Rows across all pages: exact up to 1,000, beyond that the database's "
+        "estimate (see total_exact)"
+    )
+    total_exact: bool = Field(description="Whether total is an exact count or an estimate")
+    page: int | None = Field(description="The page number asked for; null on a cursor's page")
     page_size: int
+    next_cursor: str | None = Field(
+        description="Pass as cursor to get the next page; null on the last page. Also sent as "
+        'a Link header with rel="next"'
+    )
 
 
 class ErrorBody(BaseModel):

@@ -25,7 +25,7 @@ from blog.errors import (
     ValidationError,
 )
 from blog.models import Post, User, normalize_email, normalize_username
-from blog.repositories import Page, PostRepository, UserRepository
+from blog.repositories import Page, PageRequest, PostRepository, UserRepository
 from blog.security import dummy_hash, hash_password, needs_rehash, verify_password
 
 if TYPE_CHECKING:
@@ -286,13 +286,13 @@ def get_user(user_id: int, *, actor: Requester) -> tuple[User, Actor]:
     return user, viewer
 
 
-def list_active_users(
-    *, actor: Requester, page: int, page_size: int | None
-) -> tuple[Page[User], Actor]:
-    """One page of active users and their total, and the actor who asked."""
+def list_active_users(request: PageRequest, *, actor: Requester) -> tuple[Page[Any], Actor]:
+    """One page of active users (list items) and their total, and the actor who asked (who
+    decides what of each item they see)."""
     with transaction() as session:
         viewer = _resolve(session, actor)
-        return UserRepository(session).paginate_active(page, page_size), viewer
+        users = UserRepository(session)
+        return users.list_page(UserRepository.active_users_list(), request), viewer
 
 
 @retry_on_conflict()
@@ -376,18 +376,29 @@ def sign_out_everywhere(user_id: int, *, actor: Requester) -> None:
             raise NotFoundError(f"User {user_id} not found")
 
 
+@retry_on_conflict()
+def set_admin(email: str, *, is_admin: bool) -> User:
+    """Grant or revoke admin rights by email (an operator's action: no actor, no API route)."""
+    with transaction() as session:
+        users = UserRepository(session)
+        user = users.get_by_email(normalize_email(email))
+        updated = users.update(user.id, is_admin=is_admin) if user is not None else None
+        if updated is None:
+            raise NotFoundError("No user with that email")
+        return updated
+
+
 def list_user_posts(
-    user_id: int, *, actor: Requester, include_drafts: bool, page: int, page_size: int | None
-) -> Page[Post]:
-    """A user's published posts; with drafts only for that user or an admin."""
+    user_id: int, *, actor: Requester, include_drafts: bool, request: PageRequest
+) -> Page[Any]:
+    """A user's published posts (list items); with drafts only for that user or an admin."""
     with transaction() as session:
         if not _resolve(session, actor).may_act_for(user_id) and include_drafts:
             raise ForbiddenError("Only the author or an admin can see drafts")
         if UserRepository(session).get(user_id) is None:
             raise NotFoundError(f"User {user_id} not found")
-        posts = PostRepository(session)
-        query = posts.by_author_query(user_id, include_drafts=include_drafts)
-        return posts.paginate(page, page_size, query)
+        query = PostRepository.author_list(user_id, include_drafts=include_drafts)
+        return PostRepository(session).list_page(query, request)
 
 
 @retry_on_conflict()
@@ -402,14 +413,15 @@ def create_post(*, actor: Requester, title: str, content: str) -> Post:
         )
 
 
-def list_published_posts(
-    *, page: int, page_size: int | None, query: str | None = None
-) -> Page[Post]:
-    """Published posts, newest first; only those matching ``query`` when given."""
+def list_published_posts(request: PageRequest, *, query: str | None = None) -> Page[Any]:
+    """Published posts (list items), newest first; only those matching ``query`` when given."""
     with transaction() as session:
         posts = PostRepository(session)
-        stmt = posts.search_query(query) if query else posts.published_query()
-        return posts.paginate(page, page_size, stmt)
+        if query is not None and not posts.searchable(query):
+            raise ValidationError(
+                "q must hold at least three letters or digits in a row", details={"field": "q"}
+            )
+        return posts.list_page(PostRepository.feed_list(query), request)
 
 
 def _visible_post(posts: PostRepository, post_id: int, actor: Actor | None, *, lock: bool) -> Post:

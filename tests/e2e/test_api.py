@@ -195,8 +195,10 @@ def test_list_posts_newest_first_with_search_and_total(api: Client) -> None:
     assert everything.body["total"] == 3
     found = api.get("/posts?q=LAMBDA&page_size=1")
     assert (found.body["total"], len(found.body["items"])) == (2, 1)
-    assert api.get("/posts?q=100%25").body["total"] == 1
-    assert api.get("/posts?q=%25").body["total"] == 1  # a lone % matches only a literal %
+    assert api.get("/posts?q=100%25").body["total"] == 1  # % matches only a literal %
+    assert api.get("/posts?q=0%25 cot").body["total"] == 1
+    # Too little to search by (no three letters or digits in a row): refused, not scanned
+    _error(api.get("/posts?q=%25%25%25"), 422, "validation_error")
 
 
 def test_user_posts_with_drafts_only_for_author_or_admin(api: Client) -> None:

@@ -259,3 +259,32 @@ def test_what_http_server_refuses_itself_is_json_too(
     assert status == expected
     assert set(parsed) == {"message"}
     assert "<" not in json.dumps(parsed)  # no HTML, and nothing of the request echoed
+
+
+def test_the_init_phase_does_not_count_against_the_timeout_and_a_failed_one_is_reported(
+    tmp_path: Path,
+) -> None:
+    # Given a function whose module takes longer to import than its 1 s timeout
+    slow = tmp_path / "slow"
+    slow.mkdir()
+    (slow / "app.py").write_text(
+        "import time\ntime.sleep(2)\n\ndef lambda_handler(event, context):\n    return 'ok'\n"
+    )
+    environment = Environment(Function("SlowInitFunction", slow, "app.lambda_handler", timeout=1))
+    try:
+        # Then its first invocation still answers: Lambda's init phase has a clock of its own
+        assert environment.invoke({}) == "ok"
+    finally:
+        environment.stop()
+    # And a module that cannot be imported fails the invocation as Lambda reports it
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "app.py").write_text("import no_such_module_anywhere\n")
+    environment = Environment(Function("BrokenFunction", broken, "app.lambda_handler"))
+    try:
+        with pytest.raises(InvocationError) as failed:
+            environment.invoke({})
+        assert failed.value.error_type == "Runtime.ImportModuleError"
+        assert not environment.alive
+    finally:
+        environment.stop()

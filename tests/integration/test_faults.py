@@ -485,6 +485,28 @@ def test_a_query_past_the_statement_timeout_is_cancelled_by_the_server_and_is_50
     assert call("GET", "/posts").status == 200
 
 
+def test_with_the_deployed_timeouts_a_stuck_query_is_our_503_well_before_lambda_stops_us(
+    pg: Server, layer: pytest.MonkeyPatch
+) -> None:
+    from tests.unit.test_template import effective_timeouts
+
+    # Given the statement timeout and the function timeout of GET /posts as deployed
+    statement_s, _connect_s, function_s = effective_timeouts("ListPostsFunction")
+    layer.setenv("DB_STATEMENT_TIMEOUT_MS", str(int(statement_s * 1000)))
+    reset_layer_caches()
+    # And a lock that keeps every read of posts waiting
+    with pg.admin.connect() as holder:
+        holder.execute(text("LOCK TABLE posts IN ACCESS EXCLUSIVE MODE"))
+        # When the function reads posts
+        reply, elapsed = timed(lambda: call("GET", "/posts"))
+        holder.rollback()
+    # Then the server cancels the statement and the client gets our 503 with Retry-After, in
+    # about the statement timeout: long before Lambda would have stopped the function
+    assert_unavailable(reply)
+    assert statement_s <= elapsed < statement_s + MARGIN_S
+    assert elapsed + MARGIN_S < function_s
+
+
 def test_a_long_query_is_cancelled_on_the_server_not_only_abandoned_by_the_client(
     pg: Server, layer: pytest.MonkeyPatch
 ) -> None:

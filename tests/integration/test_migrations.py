@@ -31,10 +31,10 @@ from blog.models import Base
 
 REPO = Path(__file__).resolve().parents[2]
 PYPROJECT = REPO / "pyproject.toml"
-# Oldest first, as the scripts chain them (the chain is what is tested, not a list kept by hand).
+# Oldest first, as the scripts chain them.
 REVISIONS = [
-    script.revision
-    for script in reversed(
+    rev.revision
+    for rev in reversed(
         list(ScriptDirectory.from_config(Config(toml_file=str(PYPROJECT))).walk_revisions())
     )
 ]
@@ -54,12 +54,12 @@ def alembic_config(connection: Connection | None = None, **kwargs: Any) -> Confi
 
 
 def upgrade(engine: Engine, revision: str) -> None:
-    with engine.begin() as conn:
+    with engine.connect() as conn:  # outside a transaction: Alembic begins its own
         command.upgrade(alembic_config(conn), revision)
 
 
 def downgrade(engine: Engine, revision: str) -> None:
-    with engine.begin() as conn:
+    with engine.connect() as conn:
         command.downgrade(alembic_config(conn), revision)
 
 
@@ -111,8 +111,25 @@ def schema_snapshot(engine: Engine, schema: str | None = None) -> dict[str, dict
                     (i["name"], tuple(i["column_names"]), i["unique"])
                     for i in insp.get_indexes(table, schema=schema)
                 ),
+                # The whole definition: access method, operator classes, partial predicate.
+                "index_definitions": sorted(
+                    definition.replace(f" ON {schema or 'public'}.", " ON ")
+                    for definition in conn.execute(
+                        text(
+                            "SELECT indexdef FROM pg_indexes"
+                            " WHERE schemaname = :schema AND tablename = :table"
+                        ),
+                        {"schema": schema or "public", "table": table},
+                    ).scalars()
+                ),
             }
     return snapshot
+
+
+def extensions(engine: Engine) -> set[str]:
+    """The extensions created in the database (plpgsql is always there)."""
+    with engine.connect() as conn:
+        return set(conn.execute(text("SELECT extname FROM pg_extension")).scalars()) - {"plpgsql"}
 
 
 def server_field(error: DBAPIError, key: str) -> str | None:
@@ -185,22 +202,21 @@ def test_upgrade_downgrade_to_base_and_upgrade_again(engine: Engine) -> None:
 
 
 @pytest.mark.parametrize(
-    ("revision", "previous"),
-    list(zip(REVISIONS[::-1], [*REVISIONS[-2::-1], None], strict=True)),
+    ("revision", "previous"), list(zip(REVISIONS, [None, *REVISIONS[:-1]], strict=True))[::-1]
 )
 def test_each_revision_steps_down_and_up_again(
     engine: Engine, revision: str, previous: str | None
 ) -> None:
     upgrade(engine, revision)
-    before = every_schema_snapshot(engine)
+    before = (every_schema_snapshot(engine), extensions(engine))
 
     downgrade(engine, "-1")
     assert current_revision(engine) == previous
-    assert every_schema_snapshot(engine) != before
+    assert (every_schema_snapshot(engine), extensions(engine)) != before
 
     upgrade(engine, "+1")
     assert current_revision(engine) == revision
-    assert every_schema_snapshot(engine) == before
+    assert (every_schema_snapshot(engine), extensions(engine)) == before
 
 
 def every_schema_snapshot(engine: Engine) -> dict[str, dict[str, Any]]:
@@ -248,6 +264,31 @@ def test_stored_emails_are_rewritten_in_their_canonical_spelling_and_back(engine
     # And the downgrade puts the old spellings back
     downgrade(engine, "0010")
     assert emails(engine) == before
+
+
+def test_an_interrupted_concurrent_index_build_is_rebuilt_by_the_next_upgrade(
+    engine: Engine,
+) -> None:
+    # Given the trigram index left INVALID, as an interrupted CREATE INDEX CONCURRENTLY leaves
+    # it, and the database one revision before the one that builds it (its commit never came)
+    builder = ScriptDirectory.from_config(alembic_config()).get_revision("0008")
+    upgrade(engine, builder.revision)  # revisions after it have not run either
+    index = "SELECT indexrelid::int, indisvalid FROM pg_index"
+    index += " WHERE indexrelid = to_regclass('ix_posts_content_trgm')"
+    with engine.begin() as conn:
+        before, _ = conn.execute(text(index)).one()
+        conn.execute(text(f"UPDATE pg_index SET indisvalid = false WHERE indexrelid = {before}"))
+        conn.execute(
+            text("UPDATE alembic_version SET version_num = :rev"), {"rev": builder.down_revision}
+        )
+    # When the upgrade runs again
+    upgrade(engine, "head")
+    # Then the leftover was dropped and the index built anew, valid
+    with engine.connect() as conn:
+        after, valid = conn.execute(text(index)).one()
+    assert valid is True
+    assert after != before
+    assert current_revision(engine) == HEAD
 
 
 # --- data: expand and contract -------------------------------------------------------------------
@@ -373,9 +414,14 @@ def test_offline_upgrade_sql_needs_no_database() -> None:
         "ALTER TABLE users ALTER COLUMN status SET NOT NULL",
         "ADD CONSTRAINT ck_users_status_matches_is_active CHECK (is_active = (status = 'active'))",
         "ALTER TABLE users ADD COLUMN is_admin BOOLEAN DEFAULT false NOT NULL",
+        "CREATE EXTENSION IF NOT EXISTS pg_trgm",
+        # Outside the transaction: what came before is committed first.
+        "COMMIT;\n\nSET statement_timeout = 0;\n\nCREATE INDEX CONCURRENTLY IF NOT EXISTS",
+        "DROP INDEX CONCURRENTLY IF EXISTS ix_posts_author_id;",
+        "CREATE INDEX CONCURRENTLY IF NOT EXISTS ix_posts_content_trgm ON posts USING gin",
         f"UPDATE alembic_version SET version_num='{HEAD}'",
-        "COMMIT",
     ]
+    assert sql.rstrip().endswith("COMMIT;")
     positions = [sql.find(fragment) for fragment in expected_in_order]
     assert -1 not in positions, dict(zip(expected_in_order, positions, strict=True))
     assert positions == sorted(positions)

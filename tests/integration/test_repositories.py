@@ -9,7 +9,14 @@ from sqlalchemy.exc import InvalidRequestError
 from blog import db as layer_db
 from blog.errors import DuplicateError, ValidationError
 from blog.models import STATUS_INACTIVE, Post, User
-from blog.repositories import PostRepository, UserRepository, like_pattern, page_bounds
+from blog.repositories import (
+    MAX_OFFSET,
+    PageRequest,
+    PostRepository,
+    UserRepository,
+    like_pattern,
+    page_bounds,
+)
 from tests.factories import make_post, make_user, user_values
 
 pytestmark = pytest.mark.usefixtures("db")
@@ -53,25 +60,29 @@ def test_get_many_uses_offset_and_limit_in_id_order() -> None:
     assert [u.id for u in rows] == [u.id for u in users[1:4]]
 
 
-def test_paginate_returns_items_and_total_across_pages() -> None:
+def test_list_page_returns_items_and_total_across_pages() -> None:
     users = [make_user() for _ in range(7)]
     with layer_db.transaction() as session:
         repo = UserRepository(session)
-        first = repo.paginate(page=1, page_size=3)
-        last = repo.paginate(page=3, page_size=3)
-        past_end = repo.paginate(page=10, page_size=3)
+        query = repo.active_users_list()
+        first = repo.list_page(query, PageRequest(page=1, page_size=3))
+        last = repo.list_page(query, PageRequest(page=3, page_size=3))
+        past_end = repo.list_page(query, PageRequest(page=10, page_size=3))
     assert [u.id for u in first.items] == [u.id for u in users[:3]]
-    assert first.total == 7
+    assert (first.total, first.total_exact) == (7, True)
+    assert first.next_cursor is not None
     assert [u.id for u in last.items] == [users[6].id]
-    assert last.total == 7
-    assert past_end.items == []
-    assert past_end.total == 7
+    assert (last.total, last.next_cursor) == (7, None)
+    assert list(past_end.items) == []
+    assert (past_end.total, past_end.next_cursor) == (7, None)
 
 
-def test_paginate_of_empty_table_has_zero_total() -> None:
+def test_list_page_of_empty_table_has_zero_total() -> None:
     with layer_db.transaction() as session:
-        page = PostRepository(session).paginate(page=1, page_size=5)
-    assert (list(page.items), page.total) == ([], 0)
+        page = PostRepository(session).list_page(
+            PostRepository.feed_list(), PageRequest(page_size=5)
+        )
+    assert (list(page.items), page.total, page.total_exact, page.next_cursor) == ([], 0, True, None)
 
 
 @pytest.mark.parametrize(
@@ -84,9 +95,13 @@ def test_paginate_rejects_non_positive_page_or_size(page: int, page_size: int, f
     assert caught.value.details == {"field": field}
 
 
-def test_paginate_caps_page_size_and_refuses_absurd_offsets() -> None:
+def test_paginate_caps_page_size_and_refuses_offsets_past_the_cap() -> None:
     assert page_bounds(1, 10_000) == (0, 100)
     assert page_bounds(3, None) == (40, 20)
+    assert page_bounds(11, 100) == (MAX_OFFSET, 100)
+    with pytest.raises(ValidationError) as caught:
+        page_bounds(12, 100)
+    assert caught.value.details == {"field": "page", "max_offset": MAX_OFFSET}
     with pytest.raises(ValidationError):
         page_bounds(2**31, 100)
 
@@ -180,7 +195,7 @@ def test_get_active_users_and_deactivate() -> None:
         assert (deactivated.is_active, deactivated.status) == (False, STATUS_INACTIVE)
         assert repo.deactivate(10_000_000) is None
         active = repo.get_active_users()
-        page = repo.paginate_active(page=1, page_size=1)
+        page = repo.list_page(repo.active_users_list(), PageRequest(page_size=1))
     assert [u.id for u in active] == [alice.id, carol.id]
     assert ([u.id for u in page.items], page.total) == ([alice.id], 2)
 

@@ -149,12 +149,12 @@ def declared_routes(folder: str) -> set[str]:
 
 
 def secret_refs(props: dict[str, Any]) -> set[str]:
-    """Parameters named by the function's AWSSecretsManagerGetSecretValuePolicy statements."""
-    refs = set()
-    for policy in props.get("Policies") or []:
-        if isinstance(policy, dict) and "AWSSecretsManagerGetSecretValuePolicy" in policy:
-            refs.add(policy["AWSSecretsManagerGetSecretValuePolicy"]["SecretArn"]["Ref"])
-    return refs
+    """The secret read policies (managed policies of the template) a function lists."""
+    return {
+        policy["Ref"]
+        for policy in props.get("Policies") or []
+        if isinstance(policy, dict) and str(policy.get("Ref", "")).endswith("ReadPolicy")
+    }
 
 
 def route_events() -> list[Path]:
@@ -232,7 +232,8 @@ def test_every_other_route_uses_the_bearer_authorizer() -> None:
 def test_bearer_authorizer_is_the_authorizer_function() -> None:
     auth = resources("AWS::Serverless::HttpApi")["HttpApi"]["Properties"]["Auth"]
     authorizer = auth["Authorizers"][AUTHORIZER]
-    assert authorizer["FunctionArn"] == {"Fn::GetAtt": ["AuthorizerFunction", "Arn"]}
+    # Its alias: a gradual deployment shifts the authorizer with the functions behind it.
+    assert authorizer["FunctionArn"] == {"Ref": "AuthorizerFunction.Alias"}
     assert str(authorizer["AuthorizerPayloadFormatVersion"]) == "2.0"
     assert authorizer["EnableSimpleResponses"] is True
     assert authorizer["EnableFunctionDefaultPermissions"] is True
@@ -246,9 +247,9 @@ def test_secrets_are_least_privilege() -> None:
     for name, props in functions().items():
         refs = secret_refs(props)
         # The authorizer checks the token alone: it never reads the database.
-        assert ("DbSecretArn" in refs) == (name != "AuthorizerFunction"), name
-        assert ("JwtSecretArn" in refs) == (name in JWT_READERS), name
-        assert refs <= {"DbSecretArn", "JwtSecretArn"}, name
+        assert ("DbSecretReadPolicy" in refs) == (name != "AuthorizerFunction"), name
+        assert ("JwtKeyReadPolicy" in refs) == (name in JWT_READERS), name
+        assert refs <= {"DbSecretReadPolicy", "JwtKeyReadPolicy"}, name
 
 
 # ------------------------------------------------------------------------------- runtime
@@ -267,15 +268,51 @@ def test_functions_run_python313_on_arm64_with_the_shared_layer() -> None:
 
 
 def test_environment_configures_the_layer() -> None:
+    # What each variable names in each deployment mode: tests/unit/test_deploy_modes.py.
     variables = template()["Globals"]["Function"]["Environment"]["Variables"]
-    assert variables["DB_SECRET_ARN"] == {"Ref": "DbSecretArn"}
-    assert variables["JWT_SECRET_ARN"] == {"Ref": "JwtSecretArn"}
+    assert {
+        "DB_SECRET_ARN",
+        "DB_HOST",
+        "DB_PORT",
+        "DB_NAME",
+        "DB_SSLMODE",
+        "DB_SSL_CA_FILE",
+        "JWT_SECRET_ARN",
+        "POWERTOOLS_SERVICE_NAME",
+        "POWERTOOLS_METRICS_NAMESPACE",
+    } <= set(variables)
     assert variables["DB_SSLMODE"] == {"Ref": "DbSslMode"}
-    no_value = {"Ref": "AWS::NoValue"}
-    assert variables["DB_HOST"]["Fn::If"][2] == no_value  # only when a proxy endpoint is given
-    assert variables["DB_NAME"]["Fn::If"][2] == no_value
-    assert {"POWERTOOLS_SERVICE_NAME", "POWERTOOLS_METRICS_NAMESPACE"} <= set(variables)
     assert not {"DATABASE_URL", "JWT_SIGNING_KEY"} & set(variables)  # local-only settings
+
+
+#: How much sooner than Lambda's timeout a stuck request must end on its own (connecting, then its
+#: one slow statement), so that it is answered (503 + Retry-After), not killed mid-request.
+TIMEOUT_MARGIN_S = 2.0
+
+
+def effective_timeouts(function: str) -> tuple[float, float, float]:
+    """``(statement timeout, connect timeout, function timeout)`` in seconds, as deployed: the
+    function's own settings, else the Globals', else the layer's defaults."""
+    from blog.config import Settings
+
+    globals_ = template()["Globals"]["Function"]
+    props = functions()[function]
+    variables = {
+        **globals_.get("Environment", {}).get("Variables", {}),
+        **props.get("Environment", {}).get("Variables", {}),
+    }
+    defaults = Settings.model_fields
+    statement_ms = float(
+        variables.get("DB_STATEMENT_TIMEOUT_MS", defaults["db_statement_timeout_ms"].default)
+    )
+    connect_s = float(variables.get("DB_CONNECT_TIMEOUT", defaults["db_connect_timeout"].default))
+    return statement_ms / 1000, connect_s, float(props.get("Timeout", globals_["Timeout"]))
+
+
+def test_every_function_times_out_its_statements_well_before_lambda_stops_it() -> None:
+    for name in functions():
+        statement_s, connect_s, function_s = effective_timeouts(name)
+        assert statement_s + connect_s + TIMEOUT_MARGIN_S <= function_s, name
 
 
 def test_shared_layer_is_built_for_python313_arm64() -> None:
@@ -406,6 +443,15 @@ def test_migrations_run_as_a_custom_resource_with_the_current_scripts_digest() -
     assert migrations["CodeUri"].rstrip("/") == "migrations"
     assert "build-MigrationsFunction:" in (REPO / "lambda_build" / "Makefile").read_text()
     assert int(migrations["Timeout"]) > 10 + 60  # room for the guard and real migrations
+
+
+def test_the_migration_resource_cannot_keep_a_stack_waiting_an_hour() -> None:
+    resource = template()["Resources"]["DatabaseMigrations"]["Properties"]
+    migrations = functions()["MigrationsFunction"]
+    # CloudFormation gives up shortly after the function's own timeout, not after an hour...
+    assert int(migrations["Timeout"]) < int(resource["ServiceTimeout"]) <= 1200
+    # ...and Lambda does not run a second upgrade after a failed first one already answered.
+    assert migrations["EventInvokeConfig"]["MaximumRetryAttempts"] == 0
 
 
 def test_every_other_function_waits_for_the_migrations() -> None:
