@@ -37,7 +37,8 @@ $(STAMP): requirements.lock
 
 venv: $(STAMP) ## Create .venv and install the locked dependencies
 
-test: $(STAMP) ## Run the whole test suite
+# The SAM CLI's venv too: tests read the template after SAM's transform (tests/transformed.py).
+test: $(STAMP) $(SAM_STAMP) ## Run the whole test suite
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 soak: $(STAMP) ## A long mixed load through the local gateway (SOAK_REQUESTS, default 20000)
@@ -57,10 +58,20 @@ lint: $(STAMP) ## ruff (lint + format check) and mypy --strict
 # bandit at medium severity and up; cfn-lint; checkov (its skips carry their reasons in the
 # template); pip-audit of requirements.lock against PyPI's advisories. pip-audit needs PyPI's JSON
 # API: where it cannot be reached it says so and the target fails only with AUDIT_REQUIRED=1.
-security: $(STAMP) $(CHECKOV_STAMP) ## Security scanners: bandit, cfn-lint, checkov, pip-audit
+# checkov reads template.yaml, then what SAM's transform makes of it in both modes (created
+# everything; your own network and database): the roles, versions and aliases SAM generates.
+TRANSFORMED := .aws-sam/transformed
+BRING_YOUR_OWN := VpcSubnetIds=subnet-0aaa,subnet-0bbb VpcSecurityGroupIds=sg-0ccc \
+	DbSecretArn=arn:aws:secretsmanager:eu-west-1:123456789012:secret:blog-db-AbCdEf
+security: $(STAMP) $(CHECKOV_STAMP) $(SAM_STAMP) ## Security scanners: bandit, cfn-lint, checkov, pip-audit
 	$(BIN)/bandit -q -r functions shared/blog migrations --severity-level medium
 	$(BIN)/cfn-lint template.yaml
 	BC_SKIP_MAPPING=TRUE $(CHECKOV_VENV)/bin/checkov -f template.yaml --framework cloudformation --skip-download --compact --quiet
+	mkdir -p $(TRANSFORMED)
+	$(SAM_VENV)/bin/python local/sam_transform.py > $(TRANSFORMED)/created-dev.json
+	$(SAM_VENV)/bin/python local/sam_transform.py Stage=prod > $(TRANSFORMED)/created-prod.json
+	$(SAM_VENV)/bin/python local/sam_transform.py Stage=prod $(BRING_YOUR_OWN) > $(TRANSFORMED)/given-prod.json
+	BC_SKIP_MAPPING=TRUE $(CHECKOV_VENV)/bin/checkov -d $(TRANSFORMED) --framework cloudformation --skip-download --compact --quiet
 	$(BIN)/python local/audit.py requirements.lock
 
 checkov-lock: $(STAMP) ## Re-resolve requirements-checkov.lock from requirements-checkov.in

@@ -8,11 +8,12 @@ the list and search indexes), seeded with ``COPY`` (:mod:`benchmarks.scale_seed`
 to head, which builds the indexes ``CONCURRENTLY`` as a deploy would; each step is timed. Then,
 through each function's own ``lambda_handler`` called directly in this process (warm, as a warm
 Lambda environment calls it; plain TCP to an embedded PostgreSQL, one connection per request as
-NullPool opens it), every route is timed at every size in turn (samples interleaved across sizes,
-so the machine's noise hits all alike): median and p95, and the largest size's median over the
-smallest's. Deep pages are reached by following ``next_cursor`` (``--deep`` pages, fewer if the
-smallest list ends first). The writes are timed once more after the new indexes are dropped and
-the old ones rebuilt (at each size): their cost with and without the indexes, in one run.
+NullPool opens it), every route is timed at every size, samples round-robin over routes and
+sizes (so the machine's noise, however it changes, hits all alike): median and p95, and the
+largest size's median over the smallest's. Deep pages are reached by following ``next_cursor``
+(``--deep`` pages, fewer where a list ends first). The writes are also timed on a twin of each
+database holding the same rows with the indexes as before revision 0007, samples interleaved
+with the indexed one: their cost with and without the new indexes, side by side.
 
 Also: the statements each list sends at page sizes 1 and 100, and ``EXPLAIN (ANALYZE, BUFFERS)``
 of every statement of every list and search route, as sent, at the largest size. Prints the
@@ -77,6 +78,7 @@ class Size:
     label: str
     users: int
     posts: int
+    plain: bool = False  # the same rows, with the indexes as before revision 0007
     url: str = ""
     timings: dict[str, Any] = field(default_factory=dict)
     engine: Any = None
@@ -160,6 +162,10 @@ def _seeded(size: Size) -> bool:
     return False
 
 
+def _database_name(size: Size) -> str:
+    return f"bench_scale_{size.label.lower()}" + ("_plain" if size.plain else "")
+
+
 def _indexed(size: Size) -> bool:
     found = _sql(
         size,
@@ -176,12 +182,23 @@ def _prepare(size: Size, admin_url: str, *, reuse: bool) -> None:
     from sqlalchemy.engine import make_url
     from sqlalchemy.pool import NullPool
 
-    name = f"bench_scale_{size.label.lower()}"
+    name = _database_name(size)
     size.url = make_url(admin_url).set(database=name).render_as_string(hide_password=False)
     size.engine = create_engine(size.url, poolclass=NullPool)
-    if reuse and _seeded(size):
+    if size.plain:
+        # The schema at head with the indexes as before 0007, then the same rows: the writes'
+        # cost without the new indexes, measured beside the indexed database.
+        if not (reuse and _seeded(size)):
+            size.engine.dispose()
+            _admin(admin_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            _admin(admin_url, f'CREATE DATABASE "{name}"')
+            _migrate(size.url, "head")
+            _drop_new_indexes(size)
+            _log(f"{size.label}: seeding the same rows, without the new indexes")
+            size.timings.update(scale_seed.seed(size.url, users=size.users, posts=size.posts))
+    elif reuse and _seeded(size):
         _log(f"{size.label}: reusing database {name}")
-        if not _indexed(size):  # a run before measured the writes without them
+        if not _indexed(size):  # a run stopped while building them
             _migrate(size.url, BEFORE_INDEXES, downgrade=True)
             began = time.perf_counter()
             _migrate(size.url, "head")
@@ -462,10 +479,11 @@ def _stats(samples: list[float]) -> dict[str, float]:
 def _measure(
     runner: Runner, sizes: list[Size], routes: tuple[str, ...], samples: int, warmup: int
 ) -> dict[str, dict[str, Any]]:
-    """Each route at each size: samples interleaved across sizes, after untimed warm-ups."""
+    """Each route at each size, after untimed warm-ups: round-robin over routes and sizes, so
+    that the load of a shared machine, however it changes, weighs on all of them alike."""
     times: dict[str, dict[str, list[float]]] = {r: {s.label: [] for s in sizes} for r in routes}
-    for route in routes:
-        for index in range(warmup + samples):
+    for index in range(warmup + samples):
+        for route in routes:
             for size in sizes:
                 runner.use(size)
                 elapsed, _ = runner.call(route, _request(route, size))
@@ -551,9 +569,11 @@ def _table(results: dict[str, Any]) -> str:
         rows.append((f"{ROUTES[first][0].split(',')[0]}: page {pages + 1} / page 1, {large}",
                      f"{first_ms:.1f}", "", f"{deep_ms:.1f}", "", f"{ratio:.2f}x",
                      f"<= {RATIO_MAX}x", _verdict(ratio <= RATIO_MAX)))  # fmt: skip
-    for route, by_size in results["writes_without_new_indexes"].items():
-        for label, without in by_size.items():
-            with_ = results["routes"][route][label]["median_ms"]
+    for route, by_size in results["writes_with_and_without_new_indexes"].items():
+        for size in results["sizes"]:
+            label = size["label"]
+            with_ = by_size[label]["median_ms"]
+            without = by_size[f"{label} without"]
             ratio = with_ / without["median_ms"]
             ok = ratio <= WRITE_SLOWDOWN_MAX
             rows.append((f"{ROUTES[route][0]} with/without new indexes, {label}",
@@ -566,7 +586,8 @@ def _table(results: dict[str, Any]) -> str:
                      _verdict(constant)))  # fmt: skip
     widths = [max(len(str(row[i])) for row in rows) for i in range(len(rows[0]))]
     lines = [
-        "  ".join(str(cell).ljust(w) for cell, w in zip(row, widths, strict=True)) for row in rows
+        "  ".join(str(cell).ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
+        for row in rows
     ]
     lines.insert(1, "  ".join("-" * w for w in widths))
     return "\n".join(lines)
@@ -583,11 +604,6 @@ def _arguments(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--admin-url", help="a PostgreSQL superuser URL (default: embedded)")
     parser.add_argument("--reuse", action="store_true", help="keep databases seeded at these sizes")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="JSON results file")
-    parser.add_argument(
-        "--skip-without",
-        action="store_true",
-        help="skip the writes without the new indexes (which drops them)",
-    )
     return parser.parse_args(argv)
 
 
@@ -603,7 +619,8 @@ def run(argv: list[str] | None = None) -> dict[str, Any]:
     results: dict[str, Any] = {}
     with _server(args.admin_url) as admin_url:
         os.environ.setdefault("DATABASE_URL", admin_url)  # the settings want one; unused
-        for size in sizes:
+        plains = [Size(f"{s.label} without", s.users, s.posts, plain=True) for s in sizes]
+        for size in [*sizes, *plains]:
             _prepare(size, admin_url, reuse=args.reuse)
         runner = Runner()
         depth: dict[str, dict[str, int]] = {}
@@ -612,29 +629,26 @@ def run(argv: list[str] | None = None) -> dict[str, Any]:
             size.deep_posts, posts_depth = _deep_cursor(runner, "posts", size, args.deep)
             size.deep_users, users_depth = _deep_cursor(runner, "users", size, args.deep)
             depth[size.label] = {"posts": posts_depth, "users": users_depth}
+        for size in [*sizes, *plains]:
             _make_targets(size, 2 * (args.warmup + args.samples) + 2)
         _log(f"timing {len(ROUTES)} routes x {len(sizes)} sizes x {args.samples} samples")
         results["routes"] = _measure(runner, sizes, tuple(ROUTES), args.samples, args.warmup)
         results["statements"] = _statements(runner, sizes[-1])
         _log(f"plans at {sizes[-1].label}")
         results["plans"] = _plans(runner, sizes[-1])
-        results["writes_without_new_indexes"] = {}
-        if not args.skip_without:
-            _log("writes without the new indexes")
-            for size in sizes:
-                _drop_new_indexes(size)
-            results["writes_without_new_indexes"] = _measure(
-                runner, sizes, WRITES, args.samples, args.warmup
-            )
+        _log("writes with and without the new indexes, side by side")
+        writes = _measure(runner, [*sizes, *plains], WRITES, args.samples, args.warmup)
+        results["writes_with_and_without_new_indexes"] = writes
         runner.close()
         results["sizes"] = [
             {"label": s.label, "users": s.users, "posts": s.posts, **s.timings} for s in sizes
         ]
+        results["sizes_without_new_indexes"] = [{"label": s.label, **s.timings} for s in plains]
         results["deep_pages"] = depth
-        for size in sizes:
+        for size in [*sizes, *plains]:
             size.engine.dispose()
             if not args.reuse:
-                _admin(admin_url, f'DROP DATABASE IF EXISTS "bench_scale_{size.label.lower()}"')
+                _admin(admin_url, f'DROP DATABASE IF EXISTS "{_database_name(size)}"')
     load = " ".join(f"{x:.2f}" for x in os.getloadavg())
     results["meta"] = {
         "summary": f"{os.cpu_count()} cores ({platform.machine()}), load average {load}; "

@@ -64,7 +64,9 @@ def problems(build: Path = BUILD, arch: str = "aarch64") -> list[str]:
         found.append(f"{len(functions)} built functions for {len(sources)} functions/ + migrations")
     found += [f"{f.name}: no app.py" for f in functions if not (f / "app.py").is_file()]
     layer = build / "SharedLayer" / "python"
-    for need in ("blog/__init__.py", "pydantic_core", "sqlalchemy", "argon2"):
+    # The CA bundles that template.yaml points DB_SSL_CA_FILE at (/opt/python/blog/certs/).
+    certs = ("blog/certs/rds-ca-bundle.pem", "blog/certs/amazon-root-ca.pem")
+    for need in ("blog/__init__.py", "pydantic_core", "sqlalchemy", "argon2", *certs):
         if not (layer / need).exists():
             found.append(f"SharedLayer: no python/{need}")
     migrations = build / "MigrationsFunction"

@@ -104,8 +104,8 @@ def wait_for_database(deadline: float) -> int:
         try:
             with get_engine().connect() as connection:
                 connection.execute(text("SELECT 1"))
-        except Exception as error:  # noqa: BLE001 - classified by translate_error below
-            if not isinstance(translate_error(error), UnavailableError):
+        except Exception as error:  # noqa: BLE001 - classified by _not_reachable_yet
+            if not _not_reachable_yet(error):
                 raise
             left = deadline - time.monotonic()
             if left <= 0:
@@ -327,6 +327,24 @@ def custom_resource(event: dict[str, Any], context: LambdaContext) -> dict[str, 
     finally:
         guard.cancel()
     return {"sent": reply.sent, "delivered": reply.delivered}
+
+
+def _not_reachable_yet(error: BaseException) -> bool:
+    """Unavailable by the layer's SQLSTATE mapping, or no connection to an AWS endpoint yet.
+
+    The credentials come from Secrets Manager through an interface endpoint whose private DNS
+    name may answer a little after CloudFormation reports it created; Powertools wraps that
+    connection error (as the context of its GetParameterError). An error the service answered
+    (access denied, no such secret) is not waited for.
+    """
+    from botocore.exceptions import ConnectionError as AwsConnectionError  # type: ignore[import-untyped]
+
+    cause: BaseException | None = error
+    while cause is not None:
+        if isinstance(cause, AwsConnectionError):
+            return True
+        cause = cause.__cause__ or cause.__context__
+    return isinstance(translate_error(error), UnavailableError)
 
 
 def _is_rollback(event: dict[str, Any]) -> bool:

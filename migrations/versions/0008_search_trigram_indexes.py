@@ -16,8 +16,8 @@ Both are built ``CONCURRENTLY`` (writes go on) and resumably, as in 0007. At 1,0
 (700,000 published, 200-2,000 characters each; 690 MB of content index, 100 MB of title index)
 on two cores the title index took 10 s and the content index 166 s on a quiet machine, and the
 whole upgrade 482 s with the cores shared four ways (``make bench-scale`` times it). That is why
-the migration function's timeout is Lambda's maximum, 900 s: a million posts fit with room, a
-few million may not. A build that outlasts the function is not lost: PostgreSQL finishes a
+the migration function's timeout is Lambda's maximum, 900 s (and the custom resource's
+``ServiceTimeout`` above it): a million posts fit with room, a few million may not. A build that outlasts the function is not lost: PostgreSQL finishes a
 statement whose client has gone, and the next run (the next deploy, or the function invoked by
 hand with ``{"action": "upgrade"}``) waits for a build still in progress, finds a finished one
 valid, or drops an interrupted (INVALID) one and builds it again.

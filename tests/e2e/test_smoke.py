@@ -98,3 +98,14 @@ def test_a_failing_step_says_what_it_expected(flaky: Flaky) -> None:
     # Given an API that keeps answering 503 past the retry window
     with pytest.raises(smoke.SmokeFailure, match="expected 401, got 503"):
         smoke.run(f"http://127.0.0.1:{flaky.server_address[1]}", retry_for_s=0, log=print)
+
+
+def test_make_smoke_exits_0_on_success_1_on_a_failure_and_2_without_a_url(
+    http: Http, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert smoke.main([]) == 2
+    assert "usage: make smoke API_URL=https://" in capsys.readouterr().err
+    assert smoke.main(["http://api.example.com/"]) == 1
+    assert "FAILED" in capsys.readouterr().err
+    assert smoke.main([http.base]) == 0
+    assert "smoke: 8 steps passed in" in capsys.readouterr().out

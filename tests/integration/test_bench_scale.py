@@ -44,7 +44,10 @@ def test_bench_scale_runs_end_to_end_at_a_tiny_size(
     assert set(results["routes"]) == set(bench_scale.ROUTES)
     for by_size in results["routes"].values():
         assert {label: stats["n"] for label, stats in by_size.items()} == {"S": 2, "L": 2}
-    assert set(results["writes_without_new_indexes"]) == set(bench_scale.WRITES)
+    writes = results["writes_with_and_without_new_indexes"]
+    assert set(writes) == set(bench_scale.WRITES)
+    for by_size in writes.values():
+        assert set(by_size) == {"S", "L", "S without", "L without"}
     # Statements per request do not grow with the page size
     for route, counts in results["statements"].items():
         assert counts["1"] == counts["100"], route

@@ -459,3 +459,49 @@ def test_grant_admin_refuses_an_unknown_or_missing_email(fn: Any) -> None:
     }
     assert "error" in fn.lambda_handler({"action": "grant-admin"}, context)
     assert "error" in fn.lambda_handler({"action": "revoke-admin", "email": "  "}, context)
+
+
+def test_create_waits_while_the_secrets_endpoint_cannot_be_reached_yet(
+    fn: Any, catcher: ResponseCatcher, empty_database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from aws_lambda_powertools.utilities.parameters.exceptions import GetParameterError
+    from botocore.exceptions import EndpointConnectionError
+
+    # Given an endpoint whose name does not answer for the first two attempts (as Powertools
+    # reports it: a GetParameterError raised while handling the connection error)
+    real = fn.get_engine
+    calls = {"n": 0}
+
+    def engine_after_two_misses() -> Any:
+        calls["n"] += 1
+        if calls["n"] <= 2:
+            try:
+                raise EndpointConnectionError(endpoint_url="https://secretsmanager.example")
+            except EndpointConnectionError as error:
+                raise GetParameterError(str(error))  # noqa: B904 - as Powertools does
+        return real()
+
+    monkeypatch.setattr(fn, "get_engine", engine_after_two_misses)
+    monkeypatch.setattr(fn, "MIGRATION_RESERVE_MS", 0)
+    monkeypatch.setattr(fn, "WAIT_FIRST_DELAY_S", 0.05)
+    # When the stack is created, it waits and then migrates
+    fn.lambda_handler(cfn_event("Create", catcher.url), LambdaContext("Migrations", 30))
+    assert [b["Status"] for b in catcher.bodies] == ["SUCCESS"]
+    assert revision_of(empty_database_url) == HEAD
+
+
+def test_an_answer_from_secrets_manager_is_not_waited_for(
+    fn: Any, catcher: ResponseCatcher, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from aws_lambda_powertools.utilities.parameters.exceptions import GetParameterError
+
+    def denied() -> Any:
+        raise GetParameterError("AccessDeniedException: not allowed")
+
+    monkeypatch.setattr(fn, "get_engine", denied)
+    monkeypatch.setattr(fn, "MIGRATION_RESERVE_MS", 0)
+    started = time.monotonic()
+    fn.lambda_handler(cfn_event("Create", catcher.url), LambdaContext("Migrations", 60))
+    assert catcher.bodies[-1]["Status"] == "FAILED"
+    assert "AccessDenied" in catcher.bodies[-1]["Reason"]
+    assert time.monotonic() - started < 5

@@ -470,6 +470,7 @@ def test_every_other_event_belongs_to_the_import_or_migration_function() -> None
         "migrations_delete",
         "migrations_current",
         "migrations_history",
+        "migrations_grant_admin",
     }
     sqs = json.loads((EVENTS / "import_users.json").read_text())
     assert {r["eventSource"] for r in sqs["Records"]} == {"aws:sqs"}

@@ -1,0 +1,96 @@
+"""What SAM's transform makes of the template: aliases, gradual deployments, roles."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from tests.transformed import transformed
+from tests.unit.test_deploy_modes import BRING_YOUR_OWN, JWT_READERS
+
+STAGES = {"dev": {}, "prod": {"Stage": "prod"}}
+
+
+@pytest.fixture(scope="module", params=list(STAGES))
+def stage(request: pytest.FixtureRequest) -> tuple[str, dict[str, Any]]:
+    return request.param, transformed(STAGES[request.param])["Resources"]
+
+
+def of_type(resources: dict[str, Any], kind: str) -> dict[str, Any]:
+    return {n: r for n, r in resources.items() if r["Type"] == kind}
+
+
+def test_every_route_and_the_authorizer_invoke_the_live_alias(stage: tuple[str, Any]) -> None:
+    _, resources = stage
+    body = resources["HttpApi"]["Properties"]["Body"]
+    integrations = [
+        op["x-amazon-apigateway-integration"]
+        for item in body["paths"].values()
+        for op in item.values()
+        if isinstance(op, dict) and "x-amazon-apigateway-integration" in op
+    ]
+    assert len(integrations) == 15
+    for integration in integrations:
+        uri = json.dumps(integration["uri"])
+        assert "Aliaslive" in uri, uri
+    authorizer = body["components"]["securitySchemes"]["BearerAuthorizer"]
+    assert "AuthorizerFunctionAliaslive" in json.dumps(authorizer)
+    (mapping,) = of_type(resources, "AWS::Lambda::EventSourceMapping").values()
+    assert mapping["Properties"]["FunctionName"] == {"Ref": "ImportUsersFunctionAliaslive"}
+
+
+def test_each_function_but_the_migrations_has_a_deployment_group_of_its_stage(
+    stage: tuple[str, Any],
+) -> None:
+    name, resources = stage
+    functions = set(of_type(resources, "AWS::Lambda::Function"))
+    groups = of_type(resources, "AWS::CodeDeploy::DeploymentGroup")
+    assert {g.removesuffix("DeploymentGroup") for g in groups} == functions - {"MigrationsFunction"}
+    expected = "Canary10Percent5Minutes" if name == "prod" else "AllAtOnce"
+    for group in groups.values():
+        props = group["Properties"]
+        assert props["DeploymentConfigName"]["Fn::Sub"][1] == {"ConfigName": expected}
+        assert props["AutoRollbackConfiguration"]["Enabled"] is True
+        assert "DEPLOYMENT_STOP_ON_ALARM" in props["AutoRollbackConfiguration"]["Events"]
+        alarms = {a["Name"]["Ref"] for a in props["AlarmConfiguration"]["Alarms"]}
+        assert alarms == {"FunctionErrorsAlarm", "AuthorizerErrorsAlarm", "ImportErrorsAlarm"}
+    for function in functions - {"MigrationsFunction"}:
+        alias = resources[f"{function}Aliaslive"]
+        assert alias["UpdatePolicy"]["CodeDeployLambdaAliasUpdate"]["DeploymentGroupName"] == {
+            "Ref": f"{function}DeploymentGroup"
+        }
+
+
+def test_cloudformation_invokes_the_migrations_unqualified_and_lambda_never_retries(
+    stage: tuple[str, Any],
+) -> None:
+    _, resources = stage
+    assert "MigrationsFunctionAliaslive" not in resources
+    config = resources["MigrationsFunctionEventInvokeConfig"]["Properties"]
+    assert (config["Qualifier"], config["MaximumRetryAttempts"]) == ("$LATEST", 0)
+    token = resources["DatabaseMigrations"]["Properties"]["ServiceToken"]
+    assert token == {"Fn::GetAtt": ["MigrationsFunction", "Arn"]}
+
+
+def test_function_roles_hold_only_the_runtime_policies_and_their_read_policies() -> None:
+    resources = transformed(BRING_YOUR_OWN)["Resources"]
+    runtime = {
+        "AWSLambdaBasicExecutionRole",
+        "AWSLambdaVPCAccessExecutionRole",
+        "AWSXrayWriteOnlyAccess",
+    }
+    for name, function in of_type(resources, "AWS::Lambda::Function").items():
+        role = resources[function["Properties"]["Role"]["Fn::GetAtt"][0]]["Properties"]
+        arns = role["ManagedPolicyArns"]
+        managed = {str(a).rsplit("/", 1)[1] for a in arns if isinstance(a, str)}
+        read = {a["Ref"] for a in arns if isinstance(a, dict)}
+        assert len(managed) + len(read) == len(arns), name
+        # The queue consumer also gets SAM's SQS policy for its event source.
+        queue = {"AWSLambdaSQSQueueExecutionRole"} if name == "ImportUsersFunction" else set()
+        assert managed <= runtime | queue, name
+        assert "AWSLambdaVPCAccessExecutionRole" in managed, name
+        expected = {"DbSecretReadPolicy"} | ({"JwtKeyReadPolicy"} if name in JWT_READERS else set())
+        assert read == expected, name
+        assert not role.get("Policies"), f"{name} has inline policies"
