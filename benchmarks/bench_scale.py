@@ -298,7 +298,9 @@ def _event(
         event["body"] = json.dumps(body)
     event["headers"].pop("authorization", None)
     if "authorizer" in event["requestContext"]:
-        event["requestContext"]["authorizer"]["lambda"] = {"user_id": user, "is_admin": False}
+        # A fresh token's claims, as the authorizer passes them on.
+        context = {"user_id": user, "token_version": 0, "expires_at": 2**31}
+        event["requestContext"]["authorizer"]["lambda"] = context
     event["requestContext"]["requestId"] = uuid.uuid4().hex
     return event
 

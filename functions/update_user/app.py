@@ -1,4 +1,5 @@
-"""PATCH /users/{user_id}: change username, email or password (the user or an admin)."""
+"""PATCH /users/{user_id}: change username, email or password (the user or an admin); a new email
+or password needs the caller's ``current_password``."""
 
 from typing import Annotated
 
@@ -15,7 +16,7 @@ app = make_app()
     "/users/<user_id>",
     summary="Change a user",
     tags=["users"],
-    responses=error_responses(401, 403, 404, 409, 422),
+    responses=error_responses(401, 403, 404, 409, 422, 429),
 )
 def update_user(user_id: UserId, body: Annotated[UserUpdate, Body()]) -> UserOut:
     changes = body.model_dump(exclude_unset=True)
