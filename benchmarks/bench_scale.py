@@ -27,6 +27,7 @@ import contextlib
 import json
 import os
 import platform
+import shutil
 import statistics
 import sys
 import tempfile
@@ -117,6 +118,7 @@ def _server(admin_url: str | None) -> Iterator[str]:
         yield server.url()
     finally:
         server.stop()
+        shutil.rmtree(home, ignore_errors=True)
 
 
 def _admin(admin_url: str, sql: str) -> None:
@@ -296,7 +298,9 @@ def _event(
         event["body"] = json.dumps(body)
     event["headers"].pop("authorization", None)
     if "authorizer" in event["requestContext"]:
-        event["requestContext"]["authorizer"]["lambda"] = {"user_id": user, "is_admin": False}
+        # A fresh token's claims, as the authorizer passes them on.
+        context = {"user_id": user, "token_version": 0, "expires_at": 2**31}
+        event["requestContext"]["authorizer"]["lambda"] = context
     event["requestContext"]["requestId"] = uuid.uuid4().hex
     return event
 

@@ -94,7 +94,8 @@ def event(route: str, seed: Seed, page_size: int | None = None) -> dict[str, Any
     built["requestContext"]["http"]["path"] = built["rawPath"]
     authorizer = built["requestContext"].get("authorizer")
     if authorizer is not None:
-        authorizer["lambda"] = {"user_id": seed.user_id, "is_admin": False}
+        # What the authorizer passes on for a fresh token of the seeded user (token version 0).
+        authorizer["lambda"] = {"user_id": seed.user_id, "token_version": 0, "expires_at": 2**31}
     built["headers"].pop("authorization", None)  # checked by the authorizer, not the function
     built["requestContext"]["requestId"] = uuid.uuid4().hex
     return built

@@ -83,16 +83,34 @@ def _signing_key() -> str:
     return path.read_text().strip()
 
 
-def _start_database() -> tuple[str, Any]:
-    """``DATABASE_URL`` if set, else the embedded server in .local/pgdata (started here)."""
+def _secret(name: str, state: Path = STATE) -> str:
+    """A random secret made once and kept in ``state/name``, readable by its owner only."""
+    path = state / name
+    if not path.exists():
+        state.mkdir(exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as file:
+            file.write(secrets.token_urlsafe(32))
+    return path.read_text().strip()
+
+
+def _start_database(state: Path = STATE, port: int | None = None) -> tuple[str, Any]:
+    """``DATABASE_URL`` if set, else the embedded server in ``state``/pgdata (started here).
+
+    Its superuser needs a password over TCP (SCRAM-SHA-256), made once and kept in
+    ``state``/pg-password: another user of this machine cannot connect as superuser.
+    """
     url = os.environ.get("DATABASE_URL")
     if url:
         return url, None
     from local.embedded_pg import AlreadyRunningError, EmbeddedPostgres, reachable_data_dir
 
-    STATE.mkdir(exist_ok=True)
+    state.mkdir(exist_ok=True)
     server = EmbeddedPostgres(
-        reachable_data_dir(STATE / "pgdata"), persistent=True, port=database_port()
+        reachable_data_dir(state / "pgdata"),
+        persistent=True,
+        port=port or database_port(),
+        password=_secret("pg-password", state),
     )
     try:
         server.start()
@@ -161,10 +179,12 @@ def _docs_routes() -> dict[tuple[str, str], Any]:
     )
 
     def openapi() -> dict[str, Any]:
-        return {"statusCode": 200, "headers": {"content-type": "application/json"}, "body": spec}
+        headers = {"content-type": "application/json", "x-content-type-options": "nosniff"}
+        return {"statusCode": 200, "headers": headers, "body": spec}
 
     def docs() -> dict[str, Any]:
-        return {"statusCode": 200, "headers": {"content-type": "text/html"}, "body": page}
+        headers = {"content-type": "text/html", "x-content-type-options": "nosniff"}
+        return {"statusCode": 200, "headers": headers, "body": page}
 
     return {("GET", "/openapi.json"): openapi, ("GET", "/docs"): docs}
 
@@ -210,21 +230,31 @@ def serve(args: argparse.Namespace) -> int:
 
 
 def invoke(args: argparse.Namespace) -> int:
-    """Run one function on one event file and print its result as JSON."""
-    from local.gateway import invoke as run
+    """Run one function on one event file, in an execution environment of its own with the
+    function's Timeout, MemorySize and Lambda's payload limits, and print its result as JSON (or
+    Lambda's error, with exit status 1)."""
+    from local.functions import functions
+    from local.gateway import Environment, InvocationError
 
     event = json.loads(Path(args.event).read_text()) if args.event != "-" else json.load(sys.stdin)
+    function = functions()[args.function]
     url, server = _start_database()
     try:
         prepare_environment(url)
         if not args.no_migrate:
             _migrate(url)
-        result = run(args.function, event)
+        environment = Environment(function)  # inherits the environment prepared above
+        try:
+            result, status = environment.invoke(event), 0
+        except InvocationError as error:
+            result, status = error.payload(), 1
+        finally:
+            environment.stop()
     finally:
         if server is not None:
             server.stop()
     print(json.dumps(result, indent=2, default=str))  # noqa: T201
-    return 0
+    return status
 
 
 def database(_args: argparse.Namespace) -> int:
@@ -232,6 +262,7 @@ def database(_args: argparse.Namespace) -> int:
     url, server = _start_database()
     try:
         revision = _migrate(url)
+        # The URL carries the password (kept in .local/pg-password): for its owner's terminal.
         print(f"DATABASE_URL={url}  (revision {revision}; Ctrl-C stops it)", flush=True)  # noqa: T201
         if server is not None:
             signal.signal(signal.SIGTERM, _interrupt)

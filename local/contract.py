@@ -150,9 +150,11 @@ class _Diff:
             self.add("type-widened", where)
         if request:
             self._bounds(old, new, where)
-        old_obj, new_obj = _object_variant(self.old_doc, old), _object_variant(self.new_doc, new)
-        if old_obj is not None and new_obj is not None:
-            self._properties(old_obj, new_obj, where, request, depth)
+        old_objects, new_objects = _objects(self.old_doc, old), _objects(self.new_doc, new)
+        if len(old_objects) == 1 and new_objects and (not request or len(new_objects) == 1):
+            # A response may now be any of several objects: each must keep what it promised.
+            for new_object in new_objects:
+                self._properties(old_objects[0], new_object, where, request, depth)
         old_items, new_items = _array_items(self.old_doc, old), _array_items(self.new_doc, new)
         if old_items is not None and new_items is not None:
             self._schema(old_items, new_items, f"{where}[]", request, depth + 1)
@@ -242,9 +244,9 @@ def _types(document: dict[str, Any], schema: dict[str, Any]) -> frozenset[str] |
     return frozenset(types)
 
 
-def _object_variant(document: dict[str, Any], schema: dict[str, Any]) -> dict[str, Any] | None:
-    objects = [v for v in _variants(document, schema) if "properties" in v]
-    return objects[0] if len(objects) == 1 else None
+def _objects(document: dict[str, Any], schema: dict[str, Any]) -> list[dict[str, Any]]:
+    """The object alternatives of ``schema`` (itself, if it is one)."""
+    return [v for v in _variants(document, schema) if "properties" in v]
 
 
 def _array_items(document: dict[str, Any], schema: dict[str, Any]) -> Any:

@@ -91,6 +91,7 @@ def _run(
     ids: Ids,
     timeout: float = START_TIMEOUT_S + 10,
     extra_env: dict[str, str] | None = None,
+    stdin: str | None = None,
 ) -> str:
     """Run a program as ``ids``; its output, or RuntimeError with that output."""
     # The caller's PGPORT, PGOPTIONS, PGSSLMODE... must not redirect or alter these commands.
@@ -99,10 +100,13 @@ def _run(
     # As the server user without root's supplementary groups; in "/", which that user can reach.
     as_user: dict[str, Any] = {"user": ids[0], "group": ids[1], "extra_groups": []} if ids else {}
     # A file, not a pipe: a pipe inherited by the forked server would keep this call waiting.
-    with tempfile.TemporaryFile("w+") as out:
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as given:
+        given.write(stdin or "")
+        given.seek(0)
         try:
             result = subprocess.run(argv, stdout=out, stderr=subprocess.STDOUT, env=env, cwd="/",
-                                    timeout=timeout, check=False, **as_user)  # fmt: skip
+                                    stdin=given, timeout=timeout, check=False,
+                                    **as_user)  # fmt: skip
         except subprocess.TimeoutExpired as error:
             raise RuntimeError(f"{Path(argv[0]).name} timed out after {timeout}s") from error
         out.seek(0)
@@ -216,6 +220,8 @@ class EmbeddedPostgres:
             os.chown(self.data_dir, *self._ids)
         if not (self.data_dir / "PG_VERSION").exists():
             self._initdb()
+        elif self.password:
+            self._set_password()
         # Rewritten each start, so that a persistent data dir follows the current ssl_only.
         method = "scram-sha-256" if self.password else "trust"
         hba = f"hostssl all all 127.0.0.1/32 {method}\nhostnossl all all 0.0.0.0/0 reject\n"
@@ -243,6 +249,15 @@ class EmbeddedPostgres:
             if self._ids is not None:
                 os.chown(scratch, *self._ids)
             self._pg("initdb", *argv, f"--pwfile={pwfile}")
+
+    def _set_password(self) -> None:
+        """Give the superuser this password in an existing data directory (one made before
+        passwords were required, or with another), in single-user mode: no TCP listener is up,
+        so nobody can connect while it still trusts."""
+        quoted = self.password.replace("'", "''") if self.password else ""
+        statement = f"ALTER ROLE {self.user} PASSWORD '{quoted}';\n"
+        _run([str(self._bin / "postgres"), "--single", "-D", str(self.data_dir), "postgres"],
+             self._ids, stdin=statement)  # fmt: skip
 
     def _install(self, name: str, content: str | bytes) -> None:
         """Write a 0600 file owned by the server user, never through a link it may have planted."""

@@ -57,13 +57,17 @@ class Function:
     handler: str
     routes: tuple[tuple[str, str], ...] = field(default=())  # (METHOD, /path/{param})
     authorizer: str | None = None
+    #: Seconds and MiB, as the template configures them (Lambda's defaults: 3 s, 128 MB).
     timeout: float = 3.0
+    memory_mb: int = 128
 
 
 def functions() -> dict[str, Function]:
     """Every function of the template by logical id, with its HTTP API routes."""
     found: dict[str, Function] = {}
-    default_timeout = template().get("Globals", {}).get("Function", {}).get("Timeout", 3)
+    defaults = template().get("Globals", {}).get("Function", {})
+    default_timeout = defaults.get("Timeout", 3)
+    default_memory = defaults.get("MemorySize", 128)
     for logical_id, resource in template().get("Resources", {}).items():
         if resource.get("Type") != "AWS::Serverless::Function":
             continue
@@ -84,6 +88,7 @@ def functions() -> dict[str, Function]:
             routes=tuple(routes),
             authorizer=authorizer,
             timeout=float(props.get("Timeout", default_timeout)),
+            memory_mb=int(props.get("MemorySize", default_memory)),
         )
     return found
 
@@ -106,7 +111,11 @@ def load_module_from(code_dir: Path, module: str = "app") -> ModuleType:
 
 @cache
 def _load_module(code_dir: Path, module: str) -> ModuleType:
-    name = "lambda_" + re.sub(r"\W", "_", code_dir.relative_to(REPO).as_posix()) + "_" + module
+    try:
+        where = code_dir.relative_to(REPO).as_posix()
+    except ValueError:  # a function outside the repository (tests make some)
+        where = code_dir.as_posix()
+    name = "lambda_" + re.sub(r"\W", "_", where) + "_" + module
     spec = importlib.util.spec_from_file_location(name, code_dir / f"{module}.py")
     if spec is None or spec.loader is None:
         raise ImportError(f"cannot load {code_dir / module}.py")

@@ -1,10 +1,10 @@
-"""GET /users/{user_id}: one user (never their password hash)."""
+"""GET /users/{user_id}: one user; their email and role only to themselves and admins."""
 
 from aws_lambda_powertools.event_handler import Response
 
 from blog import services
 from blog.http import UserId, current_actor, error_responses, http_handler, make_app, ok
-from blog.schemas import UserOut
+from blog.schemas import PublicUserOut, UserOut, user_out
 
 app = make_app()
 
@@ -16,10 +16,9 @@ app = make_app()
     tags=["users"],
     responses=error_responses(401, 404, 422, etag=True),
 )
-def get_user(user_id: UserId) -> Response[UserOut]:
-    current_actor(app)
-    user = services.get_user(user_id)
-    return ok(UserOut.model_validate(user), version=user.version)
+def get_user(user_id: UserId) -> Response[UserOut | PublicUserOut]:
+    user, viewer = services.get_user(user_id, actor=current_actor(app))
+    return ok(user_out(user, viewer), version=user.version)
 
 
 lambda_handler = http_handler(app)

@@ -16,11 +16,11 @@ app = make_app()
     operation_id="issue_token",
     summary="Sign in",
     tags=["auth"],
-    responses=error_responses(401, 422),
+    responses=error_responses(401, 422, 429),
 )
 def issue_token(body: Annotated[TokenRequest, Body()]) -> TokenOut:
     user = services.authenticate(login=body.login, password=body.password)
-    token, expires_in = auth.issue_token(user.id)
+    token, expires_in = auth.issue_token(user.id, user.token_version)
     return TokenOut(access_token=token, expires_in=expires_in)
 
 

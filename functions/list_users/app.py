@@ -1,4 +1,5 @@
-"""GET /users: active users by id, a page at a time, with the total."""
+"""GET /users: active users by id, a page at a time, with the total; emails and roles only to
+admins (and each user's own)."""
 
 from aws_lambda_powertools.event_handler import Response
 
@@ -14,7 +15,7 @@ from blog.http import (
     page_request,
     page_response,
 )
-from blog.schemas import Page, UserOut
+from blog.schemas import Page, PublicUserOut, UserOut, user_out
 
 app = make_app()
 
@@ -28,10 +29,19 @@ app = make_app()
 )
 def list_users(
     page: PageNumber = 1, page_size: PageSize = None, cursor: Cursor = None
-) -> Response[Page[UserOut]]:
-    current_actor(app)
-    result = services.list_active_users(page_request(page, page_size, cursor))
-    return page_response(app, Page[UserOut].model_validate(result, from_attributes=True))
+) -> Response[Page[UserOut | PublicUserOut]]:
+    result, viewer = services.list_active_users(
+        page_request(page, page_size, cursor), actor=current_actor(app)
+    )
+    listed = Page[UserOut | PublicUserOut](
+        items=[user_out(user, viewer) for user in result.items],
+        total=result.total,
+        total_exact=result.total_exact,
+        page=result.page,
+        page_size=result.page_size,
+        next_cursor=result.next_cursor,
+    )
+    return page_response(app, listed)
 
 
 lambda_handler = http_handler(app)

@@ -1,4 +1,5 @@
-"""POST /users/{user_id}/posts/transfer: move all of a user's posts to another user (admin)."""
+"""POST /users/{user_id}/posts/transfer: move all of a user's posts to another, active, user
+(admin); 409 ``user_inactive`` when the recipient is deactivated."""
 
 from typing import Annotated
 
@@ -16,7 +17,7 @@ app = make_app()
     operation_id="transfer_posts",
     summary="Transfer a user's posts",
     tags=["posts"],
-    responses=error_responses(401, 403, 404, 422, idempotent=True),
+    responses=error_responses(401, 403, 404, 409, 422, idempotent=True),
 )
 @idempotent(app)
 def transfer_posts(user_id: UserId, body: Annotated[TransferRequest, Body()]) -> TransferOut:

@@ -1,4 +1,5 @@
-"""PATCH /users/{user_id}: change username, email or password (the user or an admin)."""
+"""PATCH /users/{user_id}: change username, email or password (the user or an admin); a new email
+or password needs the caller's ``current_password``."""
 
 from typing import Annotated
 
@@ -26,7 +27,7 @@ app = make_app()
     operation_id="update_user",
     summary="Change a user",
     tags=["users"],
-    responses=error_responses(401, 403, 404, 409, 412, 422, 428, etag=True),
+    responses=error_responses(401, 403, 404, 409, 412, 422, 428, 429, etag=True),
 )
 def update_user(
     user_id: UserId, body: Annotated[UserUpdate, Body()], if_match: IfMatch = None

@@ -1,7 +1,7 @@
 """Users and posts: a ``version`` per row, the entity tag of its representation.
 
 Revision ID: 0015
-Revises: 0008
+Revises: 0011
 Create Date: 2026-12-01
 
 Every write of a row adds one to its ``version``; responses carry it as ``ETag: "v<version>"``
@@ -21,7 +21,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0015"
-down_revision: str | None = "0008"
+down_revision: str | None = "0011"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

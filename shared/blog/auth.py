@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import secrets
 import time
 from dataclasses import dataclass
@@ -12,13 +13,25 @@ from blog.errors import AuthenticationError
 
 ALGORITHM: Final = "HS256"
 MIN_KEY_BYTES: Final = 32
+#: Seconds of clock difference tolerated between the issuer and a verifier.
+LEEWAY_S: Final = 5
+_ID_MAX: Final = 2**31 - 1
+# A user id as the issuer writes ``sub``: ASCII digits, no sign, space or leading zero.
+_SUBJECT = re.compile(r"[1-9][0-9]{0,9}")
+# Numeric claims must be JSON integers (PyJWT alone takes 1e10 and "123" for ``exp``).
+_INTEGER_CLAIMS: Final = ("exp", "iat", "nbf", "ver")
 
 
 @dataclass(frozen=True, slots=True)
 class Claims:
-    """What a verified token says about its bearer."""
+    """What a verified token says about its bearer.
+
+    ``token_version`` is the user's token version when the token was issued: a password change,
+    a deactivation or "sign out everywhere" moves it on, which voids every older token.
+    """
 
     user_id: int
+    token_version: int
     expires_at: int
 
 
@@ -44,8 +57,8 @@ def signing_key(*, refresh: bool = False) -> bytes:
     return raw
 
 
-def issue_token(user_id: int) -> tuple[str, int]:
-    """A signed access token for ``user_id`` and its lifetime in seconds."""
+def issue_token(user_id: int, token_version: int) -> tuple[str, int]:
+    """A signed access token for ``user_id`` at ``token_version`` and its lifetime in seconds."""
     import jwt  # on first use: most functions never issue nor verify a token
 
     settings = get_settings()
@@ -58,6 +71,7 @@ def issue_token(user_id: int) -> tuple[str, int]:
         "nbf": now,
         "exp": now + settings.access_token_ttl,
         "jti": secrets.token_urlsafe(16),
+        "ver": token_version,
     }
     return jwt.encode(claims, signing_key(), algorithm=ALGORITHM), settings.access_token_ttl
 
@@ -65,7 +79,9 @@ def issue_token(user_id: int) -> tuple[str, int]:
 def verify_token(token: str) -> Claims:
     """The claims of a valid token; ``AuthenticationError`` for anything else.
 
-    Only HS256 is accepted, so ``alg: none`` and RS/HS confusion are refused before any check.
+    Only HS256 is accepted, so ``alg: none`` and RS/HS confusion are refused before any check;
+    ``sub`` must be a user id in canonical digits and the times and version JSON integers.
+    The token alone is checked here: whether its user may still use it is read with their row.
     """
     import jwt
 
@@ -77,15 +93,25 @@ def verify_token(token: str) -> Claims:
             algorithms=[ALGORITHM],
             audience=settings.jwt_audience,
             issuer=settings.jwt_issuer,
-            options={"require": ["exp", "iat", "sub", "iss", "aud"]},
-            leeway=5,
+            options={"require": ["exp", "iat", "sub", "iss", "aud", "ver"]},
+            leeway=LEEWAY_S,
         )
-        user_id = int(claims["sub"])
-    except (jwt.PyJWTError, ValueError, TypeError) as error:
+    # PyJWT's own claim checks may raise plain errors on claims of odd types (int([]), int(inf)).
+    except (jwt.PyJWTError, TypeError, ValueError, ArithmeticError) as error:
         raise AuthenticationError("Invalid or expired token") from error
-    if not 0 < user_id < 2**31:
+    subject = claims["sub"]
+    if (
+        not isinstance(subject, str)
+        or _SUBJECT.fullmatch(subject) is None
+        or int(subject) > _ID_MAX
+        or any(
+            name in claims and type(claims[name]) is not int  # bool is an int, and refused too
+            for name in _INTEGER_CLAIMS
+        )
+        or not 0 <= claims["ver"] <= _ID_MAX
+    ):
         raise AuthenticationError("Invalid or expired token")
-    return Claims(user_id=user_id, expires_at=int(claims["exp"]))
+    return Claims(user_id=int(subject), token_version=claims["ver"], expires_at=claims["exp"])
 
 
 def bearer_token(headers: dict[str, str] | None) -> str | None:

@@ -63,6 +63,10 @@ class Settings(BaseModel):
     jwt_issuer: str = "blog-api"
     jwt_audience: str = "blog-api"
     access_token_ttl: int = Field(default=900, ge=60, le=86_400)
+    # Sign-in slowing per account: after this many wrong passwords in a row sign-in pauses for
+    # 1 second, then 2, 4... with each further one, up to the longest pause.
+    sign_in_free_attempts: int = Field(default=5, ge=1, le=100)
+    sign_in_max_pause_s: int = Field(default=900, ge=1, le=86_400)
 
     # How long the answer to a POST sent with an Idempotency-Key is kept for its retries.
     idempotency_ttl_seconds: int = Field(default=86_400, ge=60, le=7 * 86_400)

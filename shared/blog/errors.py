@@ -78,6 +78,25 @@ class PreconditionRequiredError(DomainError):
     default_message = "Send If-Match with the ETag of the version you read"
 
 
+class CurrentPasswordError(ForbiddenError):
+    """A change of credentials whose ``current_password`` is not the caller's password."""
+
+    code = "current_password_invalid"
+    default_message = "current_password is not your password"
+
+
+class TooManyAttemptsError(DomainError):
+    """Sign-in is paused for this account after repeated wrong passwords; retry later."""
+
+    status = 429
+    code = "too_many_attempts"
+    default_message = "Too many failed sign-ins for this account; retry later"
+
+    def __init__(self, retry_after: int, message: str | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = max(1, retry_after)
+
+
 class DatabaseError(DomainError):
     """Base of errors that come from the data layer."""
 
@@ -110,6 +129,13 @@ class ConflictError(DatabaseError):
     default_message = "Conflicts with the current state"
 
 
+class InactiveUserError(ConflictError):
+    """The operation needs an active user and this one is deactivated."""
+
+    code = "user_inactive"
+    default_message = "The user is deactivated"
+
+
 class TransactionError(DatabaseError):
     """A transaction kept failing on deadlocks or serialization conflicts."""
 
@@ -139,10 +165,13 @@ HTTP_STATUS: dict[type[DomainError], int] = {
         ForbiddenError,
         PreconditionFailedError,
         PreconditionRequiredError,
+        CurrentPasswordError,
+        TooManyAttemptsError,
         DatabaseError,
         NotFoundError,
         DuplicateError,
         ConflictError,
+        InactiveUserError,
         TransactionError,
         UnavailableError,
     )

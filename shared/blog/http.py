@@ -10,17 +10,28 @@ import base64
 import binascii
 import inspect
 import json
+import re
+import time
 from collections.abc import Callable
-from functools import wraps
+from dataclasses import dataclass
+from email.message import Message
+from functools import partial, wraps
 from typing import TYPE_CHECKING, Annotated, Any, Final, TypeVar
 from urllib.parse import urlencode
 
 from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response
-from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValidationError
+from aws_lambda_powertools.event_handler.exceptions import ServiceError
+from aws_lambda_powertools.event_handler.openapi.exceptions import (
+    RequestUnsupportedContentType,
+    ResponseValidationError,
+    ValidationException,
+)
 from aws_lambda_powertools.event_handler.openapi.params import Header, Path, Query
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.metrics import MetricUnit
+from aws_lambda_powertools.shared.json_encoder import Encoder
+from pydantic_core import core_schema
 
 if TYPE_CHECKING:
     from aws_lambda_powertools.event_handler.openapi.types import (
@@ -28,10 +39,10 @@ if TYPE_CHECKING:
         OpenAPIResponseHeader,
     )
     from aws_lambda_powertools.utilities.typing import LambdaContext
-    from pydantic import BaseModel
+    from pydantic import BaseModel, GetCoreSchemaHandler
 
 from blog import services
-from blog.auth import bearer_token, verify_token
+from blog.auth import LEEWAY_S, bearer_token, verify_token
 from blog.errors import AuthenticationError, DomainError
 from blog.idempotency import IdempotentRequest, StoredReply, fingerprint, scope_for
 from blog.models import IDEMPOTENCY_KEY_MAX
@@ -39,7 +50,7 @@ from blog.pagination import CURSOR_MAX_CHARS
 from blog.preconditions import Precondition, etag, not_modified, parse
 from blog.repositories import MAX_OFFSET, PageRequest
 from blog.schemas import ID_MAX
-from blog.services import Actor
+from blog.services import Caller
 
 logger = Logger()  # service name: POWERTOOLS_SERVICE_NAME
 metrics = Metrics()  # namespace: POWERTOOLS_METRICS_NAMESPACE
@@ -60,19 +71,63 @@ MAX_JSON_DEPTH: Final = 32
 SECRET_FIELDS: Final = frozenset({"password", "hashed_password", "access_token", "token"})
 
 
-UserId = Annotated[int, Path(ge=1, le=ID_MAX, description="A user's id")]
-PostId = Annotated[int, Path(ge=1, le=ID_MAX, description="A post's id")]
+#: At most this many problems are reported for one request; the rest are counted, not listed.
+MAX_REPORTED_ERRORS: Final = 10
+#: Headers on every response: browsers must not guess a type other than the one declared.
+ALWAYS_HEADERS: Final = {"X-Content-Type-Options": "nosniff"}
+#: On every response but a public read (a GET without credentials that succeeded): answers that
+#: carry tokens or personal data must not be kept by browsers or shared caches.
+PRIVATE_HEADERS: Final = {"Cache-Control": "no-store"}
+
+# Path and query numbers in their one canonical spelling: ASCII digits, no sign, no spaces, no
+# separators, no leading zero (pydantic alone would take " 12", "+12", "1_2" and "012").
+_CANONICAL_NUMBER = re.compile(r"0|[1-9][0-9]{0,18}")
+
+
+def canonical_number(value: object) -> object:
+    """Refuse a path or query number in any but its canonical ASCII-digit spelling."""
+    if isinstance(value, str) and _CANONICAL_NUMBER.fullmatch(value) is None:
+        raise ValueError(
+            "must be a whole number in ASCII digits, without sign, spaces, separators or "
+            "leading zeros"
+        )
+    return value
+
+
+@dataclass(frozen=True, slots=True)
+class CanonicalNumber:
+    """``Annotated[int, CanonicalNumber(ge, le)]``: an integer from a path or query string,
+    spelled canonically, within ``[ge, le]``.
+
+    The bounds live in the integer's own schema (not the ``Path``/``Query`` marker), so the
+    OpenAPI document keeps them as ``minimum``/``maximum``.
+    """
+
+    ge: int
+    le: int
+
+    def __get_pydantic_core_schema__(
+        self, _source: Any, _handler: GetCoreSchemaHandler
+    ) -> core_schema.CoreSchema:
+        """The integer schema behind the spelling check."""
+        return core_schema.no_info_before_validator_function(
+            canonical_number, core_schema.int_schema(ge=self.ge, le=self.le)
+        )
+
+
+UserId = Annotated[int, CanonicalNumber(1, ID_MAX), Path(description="A user's id")]
+PostId = Annotated[int, CanonicalNumber(1, ID_MAX), Path(description="A post's id")]
 PageNumber = Annotated[
     int,
+    CanonicalNumber(1, MAX_OFFSET + 1),
     Query(
-        ge=1,
-        le=MAX_OFFSET + 1,
         description=f"1-based page number, for shallow pages: a page must start within the "
         f"first {MAX_OFFSET:,} rows (422 past that); deeper, follow next_cursor",
     ),
 ]
 PageSize = Annotated[
-    int | None, Query(ge=1, le=1000, description="Items per page (default 20, capped at 100)")
+    Annotated[int, CanonicalNumber(1, 1000)] | None,
+    Query(description="Items per page (default 20, capped at 100)"),
 ]
 Cursor = Annotated[
     str | None,
@@ -130,9 +185,10 @@ _ERROR_DESCRIPTIONS: Final = {
     409: "Conflicts with an existing resource",
     412: "If-Match names a version that is no longer current; the resource is unchanged",
     413: "Body too large",
-    415: "Body is not application/json",
+    415: "Body is not application/json (in UTF-8)",
     422: "Validation failed",
     428: "If-Match is required for this change (an admin changing another user's resource)",
+    429: "Sign-in paused for this account after wrong passwords; retry after Retry-After seconds",
     503: "Database unavailable; retry after the Retry-After seconds",
 }
 
@@ -182,7 +238,8 @@ def error_responses(
     if etag and not no_content:
         responses[success].setdefault("headers", {})["ETag"] = ETAG_HEADER
     if idempotent:
-        responses[success].setdefault("headers", {})[REPLAYED] = REPLAYED_HEADER
+        answered = 204 if no_content else success
+        responses[answered].setdefault("headers", {})[REPLAYED] = REPLAYED_HEADER
     return responses
 
 
@@ -196,7 +253,7 @@ def error_response(
     return Response(
         status_code=status,
         content_type=JSON,
-        body=json.dumps({"error": error}),
+        body=json.dumps({"error": error}, ensure_ascii=False),
         headers=headers or {},
     )
 
@@ -212,26 +269,48 @@ def _domain_error(error: DomainError) -> Response[Any]:
     return error_response(error.status, error.code, error.message, error.details, headers)
 
 
-def _validation_errors(error: RequestValidationError) -> Response[Any]:
+def _validation_errors(error: ValidationException) -> Response[Any]:
     problems = []
-    for item in error.errors():
+    errors = error.errors()
+    for item in errors[:MAX_REPORTED_ERRORS]:
         kind = item.get("type", "")
         if kind == "json_invalid":
             return error_response(400, "malformed_json", "The body is not valid JSON")
-        if kind == "unsupported_content_type":
+        if kind == "unsupported_content_type" or isinstance(error, RequestUnsupportedContentType):
             return error_response(415, "unsupported_media_type", "Send application/json")
         location = [str(part) for part in item.get("loc", ())]
         field = ".".join(location[1:]) if location[:1] in (["body"], ["query"], ["path"]) else ""
         problem = {
             "in": location[0] if location else "body",
             "field": field,
-            "message": item["msg"],
+            "message": str(item.get("msg", "Invalid value")),
         }
         if location and location[-1] not in SECRET_FIELDS and "input" in item:
             problem["type"] = kind
         problems.append(problem)
     message = "; ".join(f"{p['field'] or p['in']}: {p['message']}" for p in problems)
+    omitted = len(errors) - len(problems)
+    if omitted > 0:
+        # Reporting every problem of a body with thousands of them would cost as much as the
+        # body again: the first few are listed, the rest counted.
+        problems.append(
+            {
+                "in": "body",
+                "field": "",
+                "message": f"{omitted} more problems not listed",
+                "type": "too_many_errors",
+            }
+        )
+        message += f"; and {omitted} more"
     return error_response(422, "validation_error", message or "Validation failed", problems)
+
+
+def _service_error(error: ServiceError) -> Response[Any]:
+    # Raised by the resolver itself (e.g. a body it cannot decode): its status, our error shape.
+    status = error.status_code if 400 <= error.status_code < 600 else 500  # noqa: PLR2004
+    code = "bad_request" if status < 500 else "internal_error"  # noqa: PLR2004
+    message = error.msg if isinstance(error.msg, str) and status < 500 else "Request refused"  # noqa: PLR2004
+    return error_response(status, code, message)
 
 
 def _unexpected(error: Exception) -> Response[Any]:
@@ -242,9 +321,14 @@ def _unexpected(error: Exception) -> Response[Any]:
 
 def make_app() -> APIGatewayHttpResolver:
     """A resolver with validation on and every error mapped to the standard JSON error body."""
-    app = APIGatewayHttpResolver(enable_validation=True)
+    # Non-ASCII text as UTF-8, not \uXXXX escapes (up to 12 bytes a character, against
+    # Lambda's 6 MB response limit).
+    serializer = partial(json.dumps, separators=(",", ":"), cls=Encoder, ensure_ascii=False)
+    app = APIGatewayHttpResolver(enable_validation=True, serializer=serializer)
     app.exception_handler(DomainError)(_domain_error)
-    app.exception_handler(RequestValidationError)(_validation_errors)
+    app.exception_handler(ValidationException)(_validation_errors)
+    app.exception_handler(ServiceError)(_service_error)
+    app.exception_handler(ResponseValidationError)(_unexpected)  # a bug of ours, not the input
     app.not_found(lambda _error: error_response(404, "not_found", "No such route"))
     app.exception_handler(Exception)(_unexpected)
     return app
@@ -296,9 +380,10 @@ def check_body(event: dict[str, Any]) -> dict[str, Any] | Response[Any]:  # noqa
             413, "payload_too_large", f"The body must be at most {MAX_BODY_BYTES} bytes"
         )
     headers = {k.lower(): v for k, v in (event.get("headers") or {}).items()}
-    content_type = headers.get("content-type", "").split(";")[0].strip().lower()
-    if content_type != JSON:
-        return error_response(415, "unsupported_media_type", "Send the body as application/json")
+    if not is_json_media_type(headers.get("content-type", "")):
+        return error_response(
+            415, "unsupported_media_type", "Send the body as application/json in UTF-8"
+        )
     too_deep = f"The body nests arrays and objects more than {MAX_JSON_DEPTH} levels deep"
     try:
         text = body.decode("utf-8")
@@ -319,9 +404,28 @@ def check_body(event: dict[str, Any]) -> dict[str, Any] | Response[Any]:  # noqa
         # Every request body is an object; Powertools would validate an array's first item.
         problem = {"in": "body", "field": "", "message": "Input should be a JSON object"}
         return error_response(422, "validation_error", "The body must be a JSON object", [problem])
+    # The resolver compares the media type case-sensitively: it gets the canonical spelling.
+    headers["content-type"] = JSON
+    checked = {**event, "headers": headers}
     if event.get("isBase64Encoded"):
-        return {**event, "body": text, "isBase64Encoded": False}
-    return event
+        checked.update(body=text, isBase64Encoded=False)
+    return checked
+
+
+def is_json_media_type(value: str) -> bool:
+    """Whether a ``Content-Type`` says JSON in UTF-8: type, subtype and parameter names in any
+    case (RFC 9110), a ``charset`` parameter, if any, UTF-8 (JSON has no other, RFC 8259)."""
+    if not value or "," in value:  # no type, or several Content-Type headers joined
+        return False
+    if not (value.isascii() and value.isprintable()):  # header values are visible ASCII
+        return False
+    parsed = Message()
+    parsed["content-type"] = value
+    # Message falls back to text/plain for what is not type/subtype: so that is refused too.
+    if parsed.get_content_type() != JSON or value.split(";", maxsplit=1)[0].strip().lower() != JSON:
+        return False
+    charset = parsed.get_param("charset")
+    return charset is None or (isinstance(charset, str) and charset.lower() in {"utf-8", "utf8"})
 
 
 def http_handler(
@@ -335,13 +439,15 @@ def http_handler(
     def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
         checked = check_body(event)
         if isinstance(checked, Response):
-            return {
+            result: dict[str, Any] = {
                 "statusCode": checked.status_code,
                 "headers": {"Content-Type": JSON, **checked.headers},
                 "body": checked.body,
                 "isBase64Encoded": False,
             }
-        return _conditional(checked, app.resolve(checked, context))
+        else:
+            result = _conditional(checked, app.resolve(checked, context))
+        return with_security_headers(event, result)
 
     return lambda_handler
 
@@ -366,6 +472,23 @@ def _conditional(event: dict[str, Any], result: dict[str, Any]) -> dict[str, Any
 def precondition(if_match: str | None) -> Precondition | None:
     """The parsed ``If-Match`` header, or None when the request has none."""
     return None if if_match is None else parse(if_match)
+
+
+def with_security_headers(event: dict[str, Any], result: dict[str, Any]) -> dict[str, Any]:
+    """``result`` with ``nosniff``, and ``no-store`` unless it answers a public read."""
+    headers = result.setdefault("headers", {})
+    headers.update(ALWAYS_HEADERS)
+    method = (event.get("requestContext") or {}).get("http", {}).get("method", "")
+    status = int(result.get("statusCode", 500))
+    public_read = (
+        method in {"GET", "HEAD"}
+        and 200 <= status < 400  # noqa: PLR2004
+        and bearer_token(event.get("headers")) is None
+        and not any(name.lower() == "authorization" for name in event.get("headers") or {})
+    )
+    if not public_read:
+        headers.update(PRIVATE_HEADERS)
+    return result
 
 
 def ok(
@@ -417,20 +540,34 @@ def no_content() -> Response[Any]:
     return Response(status_code=204, body=None)
 
 
-def current_actor(app: APIGatewayHttpResolver) -> Actor:
-    """The caller, as the Lambda authorizer described them; 401 when there is none."""
+def _context_number(value: object) -> int | None:
+    """A whole number of the authorizer's context (API Gateway may pass it as a string)."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if isinstance(value, str) and _CANONICAL_NUMBER.fullmatch(value):
+        return int(value)
+    return None
+
+
+def current_actor(app: APIGatewayHttpResolver) -> Caller:
+    """The caller, as the Lambda authorizer verified their token; 401 when there is none.
+
+    The authorizer checks the token alone; the use case checks the caller's row (active, token
+    version current) in its own transaction. The expiry is checked again here, as API Gateway
+    may answer from its cache of the authorizer's verdicts after the token expired.
+    """
     context = app.current_event.request_context.authorizer.get_lambda or {}
-    user_id = context.get("user_id")
-    try:
-        parsed = int(user_id) if user_id is not None else None
-    except (TypeError, ValueError):
-        parsed = None
-    if parsed is None:
+    user_id = _context_number(context.get("user_id"))
+    version = _context_number(context.get("token_version"))
+    expires_at = _context_number(context.get("expires_at"))
+    if user_id is None or version is None or expires_at is None:
         raise AuthenticationError("Sign in first")
-    return Actor(user_id=parsed, is_admin=str(context.get("is_admin")).lower() == "true")
+    if expires_at + LEEWAY_S < time.time():
+        raise AuthenticationError("Invalid or expired token")
+    return Caller(user_id=user_id, token_version=version)
 
 
-def optional_actor(app: APIGatewayHttpResolver) -> Actor | None:
+def optional_actor(app: APIGatewayHttpResolver) -> Caller | None:
     """On routes open to anyone: the caller if the request carries a token, else None.
 
     These routes have no authorizer in front of them, so the token is checked here; a token that
@@ -439,7 +576,8 @@ def optional_actor(app: APIGatewayHttpResolver) -> Actor | None:
     token = bearer_token(app.current_event.headers)
     if token is None:
         return None
-    return services.actor_for(verify_token(token).user_id)
+    claims = verify_token(token)
+    return Caller(user_id=claims.user_id, token_version=claims.token_version)
 
 
 def _kept(result: Any) -> StoredReply:

@@ -294,8 +294,49 @@ class UserRepository(Repository[User]):
         )
 
     def deactivate(self, user_id: int) -> User | None:
-        """Mark the user inactive (both the flag and the status column); None if missing."""
-        return self.update(user_id, is_active=False, status=STATUS_INACTIVE)
+        """Mark the user inactive (both the flag and the status column) and void their tokens;
+        None if missing."""
+        return self.update(
+            user_id,
+            is_active=False,
+            status=STATUS_INACTIVE,
+            token_version=User.token_version + 1,
+        )
+
+    def revoke_tokens(self, user_id: int, **changes: Any) -> User | None:
+        """Move the user's token version on (every token issued so far is void), with
+        ``changes``; None if missing."""
+        return self.update(user_id, token_version=User.token_version + 1, **changes)
+
+    def record_failed_sign_in(self, user_id: int, *, free: int, cap_s: int) -> None:
+        """Count a wrong password; from the ``free``-th in a row on, pause sign-in for 1, 2,
+        4… seconds (at most ``cap_s``) from now, by the database's clock."""
+        failures = User.failed_sign_ins + 1
+        # 2^(failures - free) seconds, capped: the exponent stops growing once past the cap.
+        exponent = func.least(failures - free, max(cap_s, 1).bit_length())
+        pause = func.least(func.power(2, exponent), cap_s)
+        self.session.execute(
+            update(User)
+            .where(User.id == user_id)
+            .values(
+                failed_sign_ins=func.least(failures, 1_000_000),
+                sign_in_blocked_until=case(
+                    (failures >= free, func.now() + literal_column("interval '1 second'") * pause),
+                    else_=None,
+                ),
+                updated_at=User.updated_at,  # bookkeeping, not a change of the account
+            )
+            .execution_options(synchronize_session=False)
+        )
+
+    def clear_failed_sign_ins(self, user_id: int) -> None:
+        """Forget the wrong passwords of the user (after a right one)."""
+        self.session.execute(
+            update(User)
+            .where(User.id == user_id)
+            .values(failed_sign_ins=0, sign_in_blocked_until=None, updated_at=User.updated_at)
+            .execution_options(synchronize_session=False)
+        )
 
     def activate(self, user_id: int) -> User | None:
         """Mark the user active again; None if missing."""

@@ -15,6 +15,7 @@ from typing import (
     Generic,
     Literal,
     NotRequired,
+    Protocol,
     Self,
     TypeAlias,
     TypeVar,
@@ -40,7 +41,15 @@ from pydantic import ValidationError as PydanticValidationError
 from pydantic.fields import FieldInfo
 from typing_extensions import TypedDict  # pydantic needs this one before Python 3.12
 
-from blog.models import CONTENT_MAX, EMAIL_MAX, PASSWORD_HASH_MAX, TITLE_MAX, USERNAME_MAX
+from blog.models import (
+    CONTENT_MAX,
+    EMAIL_MAX,
+    PASSWORD_HASH_MAX,
+    TITLE_MAX,
+    USERNAME_MAX,
+    canonical_email,
+    invisible_character,
+)
 from blog.security import is_password_hash
 
 T = TypeVar("T")
@@ -110,14 +119,24 @@ def _not_blank(value: str) -> str:
 
 
 def _email(value: str) -> str:
-    normalized = value.strip().lower()
+    normalized = canonical_email(value)
     if not _EMAIL.match(normalized):
         raise ValueError("must be an email address like name@example.com")
     return normalized
 
 
+def _visible(value: str) -> str:
+    found = invisible_character(value, unassigned=False)
+    if found is not None:
+        raise ValueError(
+            f"must not contain an invisible or formatting character (U+{ord(found):04X})"
+        )
+    return value
+
+
 Email = Annotated[
     str,
+    # Checked as it comes and again once normalized (canonical_email): IDNA makes a domain longer.
     StringConstraints(min_length=3, max_length=EMAIL_MAX),
     AfterValidator(_single_line),
     AfterValidator(_email),
@@ -138,6 +157,7 @@ Title = Annotated[
     str,
     StringConstraints(min_length=1, max_length=TITLE_MAX),
     AfterValidator(_single_line),
+    AfterValidator(_visible),
     AfterValidator(_not_blank),
     _documented(TITLE_PATTERN),
 ]
@@ -205,24 +225,78 @@ class UserCreate(Request):
     )
 
 
+def _user_update_schema(schema: dict[str, Any]) -> None:
+    # As the validators have it: some field to change, and current_password with a new email or
+    # password.
+    _partial_update_schema(schema)
+    schema["anyOf"] = [{"required": [name]} for name in ("email", "username", "password")]
+    schema["dependentRequired"] = {"email": ["current_password"], "password": ["current_password"]}
+
+
 class UserUpdate(PartialUpdate):
-    """A change to one's own account; only the given fields change."""
+    """A change to one's own account; only the given fields change.
+
+    A new ``email`` or ``password`` needs ``current_password``: the caller's own password (an
+    admin changing another account gives theirs). A new password signs the user out everywhere.
+    """
+
+    model_config = ConfigDict(json_schema_extra=_user_update_schema)
 
     email: Email | None = None
     username: Username | None = None
     password: Password | None = None
+    current_password: (
+        Annotated[
+            str,
+            StringConstraints(min_length=1, max_length=PASSWORD_MAX),
+            AfterValidator(_single_line),
+            _documented(SINGLE_LINE_PATTERN),
+        ]
+        | None
+    ) = Field(
+        default=None,
+        description="Your current password; required with email or password",
+    )
+
+    @model_validator(mode="after")
+    def _current_password_with_credentials(self) -> Self:
+        credentials = self.email is not None or self.password is not None
+        if credentials and self.current_password is None:
+            raise ValueError("current_password is required to change the email or password")
+        if not self.model_fields_set - {"current_password"}:
+            raise ValueError("give at least one field to change")
+        return self
 
 
-class UserOut(Response):
-    """A user as the API shows it: never the password hash."""
+class PublicUserOut(Response):
+    """A user as others see them: no email, no role."""
 
     id: int
-    email: str
     username: str
     is_active: bool
-    is_admin: bool
     created_at: datetime
     updated_at: datetime
+
+
+class UserOut(PublicUserOut):
+    """A user as they themselves and admins see them (never the password hash)."""
+
+    email: str
+    is_admin: bool
+
+
+class Viewer(Protocol):
+    """Whoever a response is for."""
+
+    def may_act_for(self, user_id: int) -> bool:
+        """Whether they may see and change what belongs to ``user_id``."""
+        ...
+
+
+def user_out(user: Any, viewer: Viewer) -> UserOut | PublicUserOut:
+    """``user`` as ``viewer`` may see them: with email and role only for themselves and admins."""
+    shape = UserOut if viewer.may_act_for(user.id) else PublicUserOut
+    return shape.model_validate(user)
 
 
 class TokenRequest(Request):

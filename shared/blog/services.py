@@ -7,19 +7,24 @@ where the use case loaded them.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Final
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any, Final, TypeAlias
 
 from blog.config import get_settings
 from blog.db import retry_on_conflict, transaction
 from blog.errors import (
     AuthenticationError,
+    CurrentPasswordError,
     ForbiddenError,
     IdempotencyKeyReusedError,
+    InactiveUserError,
     NotFoundError,
     PreconditionFailedError,
     PreconditionRequiredError,
+    TooManyAttemptsError,
     ValidationError,
 )
 from blog.idempotency import IdempotentRequest, StoredReply
@@ -33,6 +38,9 @@ from blog.repositories import (
     UserRepository,
 )
 from blog.security import dummy_hash, hash_password, needs_rehash, verify_password
+
+if TYPE_CHECKING:
+    from sqlalchemy.orm import Session
 
 WELCOME_CONTENT: Final = "Thanks for joining. This is your first post: edit it or write a new one."
 
@@ -51,6 +59,32 @@ class Actor:
 
 #: Internal callers (bulk import, maintenance) act with full rights.
 SYSTEM: Final = Actor(user_id=None, is_admin=True)
+
+
+@dataclass(frozen=True, slots=True)
+class Caller:
+    """Who a verified token says is asking. Each use case reads their row in its own
+    transaction (:func:`_resolve`): the user must still be active and the token's version
+    current, and admin rights come from the row, so revocation takes effect at once."""
+
+    user_id: int
+    token_version: int
+
+
+#: Who asks for a use case: a token's bearer (checked against their row), or an actor already
+#: known (internal callers, tests).
+Requester: TypeAlias = Actor | Caller
+
+
+def _resolve(session: Session, requester: Requester) -> Actor:
+    """The actor behind ``requester``, read in the use case's transaction; 401 if the token's
+    user is gone, deactivated, or has revoked it since (a newer token version)."""
+    if isinstance(requester, Actor):
+        return requester
+    user = UserRepository(session).get(requester.user_id)
+    if user is None or not user.is_active or user.token_version != requester.token_version:
+        raise AuthenticationError("Invalid or expired token")
+    return Actor(user_id=user.id, is_admin=user.is_admin)
 
 
 def _require(actor: Actor, owner_id: int) -> None:
@@ -106,49 +140,61 @@ def create_user_with_welcome_post(*, email: str, username: str, password: str) -
 
 
 @retry_on_conflict()
-def transfer_posts(*, from_user_id: int, to_user_id: int, actor: Actor) -> int:
-    """Move every post of one user to another (admins only); returns how many moved."""
-    if not actor.is_admin:
-        raise ForbiddenError()
-    if from_user_id == to_user_id:
-        raise ValidationError(
-            "Cannot transfer posts to the same user", details={"field": "to_user_id"}
-        )
+def transfer_posts(*, from_user_id: int, to_user_id: int, actor: Requester) -> int:
+    """Move every post of one user to another, active, user (admins only); how many moved."""
     with transaction() as session:
+        if not _resolve(session, actor).is_admin:
+            raise ForbiddenError()
+        if from_user_id == to_user_id:
+            raise ValidationError(
+                "Cannot transfer posts to the same user", details={"field": "to_user_id"}
+            )
         users = UserRepository(session)
         # Both rows are locked (in id order, so two opposite transfers cannot deadlock each other),
         # which keeps either user from being deleted until the move commits.
+        locked = {}
         for user_id in sorted((from_user_id, to_user_id)):
-            if users.lock(user_id, key_share=True) is None:
+            locked[user_id] = users.lock(user_id, key_share=True)
+            if locked[user_id] is None:
                 raise NotFoundError(f"User {user_id} not found", details={"user_id": user_id})
+        recipient = locked[to_user_id]
+        if recipient is not None and not recipient.is_active:
+            # Posts of a deactivated account vanish from its lists; moving posts *off* one is
+            # what transfers are for, moving them onto one would hide them.
+            raise InactiveUserError(
+                f"User {to_user_id} is deactivated", details={"field": "to_user_id"}
+            )
         return PostRepository(session).transfer(from_user_id, to_user_id)
 
 
 @retry_on_conflict()
-def delete_user_cascade(user_id: int, *, actor: Actor, if_match: Precondition | None = None) -> int:
+def delete_user_cascade(
+    user_id: int, *, actor: Requester, if_match: Precondition | None = None
+) -> int:
     """Delete a user and, by ``ON DELETE CASCADE``, all their posts; returns how many posts went.
 
     ``if_match``: the version the caller read (see :func:`_check_version`).
     """
-    _require(actor, user_id)
     with transaction() as session:
+        who = _resolve(session, actor)
+        _require(who, user_id)
         posts = PostRepository(session)
         users = UserRepository(session)
         user = users.lock(user_id)
         if user is None:
             raise NotFoundError(f"User {user_id} not found")
-        _check_version(user, if_match, actor=actor, owner_id=user_id)
+        _check_version(user, if_match, actor=who, owner_id=user_id)
         post_count = posts.count(Post.author_id == user_id)
         users.delete(user_id)
         return post_count
 
 
 @retry_on_conflict()
-def publish_post(post_id: int, *, actor: Actor) -> Post:
+def publish_post(post_id: int, *, actor: Requester) -> Post:
     """Publish a post (its author or an admin); ``NotFoundError`` when there is no such post."""
     with transaction() as session:
         posts = PostRepository(session)
-        _owned_post(posts, post_id, actor)
+        _owned_post(posts, post_id, _resolve(session, actor))
         published = posts.publish(post_id)
         assert published is not None  # locked above, so it still exists
         return published
@@ -197,17 +243,55 @@ def authenticate(*, login: str, password: str) -> User:
     """The active user with this email or username and password; ``AuthenticationError`` if not.
 
     An unknown login costs a full hash verification too, so timing does not tell which part
-    was wrong; the error is the same either way.
+    was wrong; the error is the same either way. Wrong passwords in a row pause sign-in for the
+    account (:func:`_check_not_paused`).
     """
     with transaction() as session:
         users = UserRepository(session)
         user = users.get_by_email(login) if "@" in login else users.get_by_username(login)
+    if user is not None:
+        _check_not_paused(user)
     hashed = user.hashed_password if user is not None else dummy_hash()
-    if not verify_password(hashed, password) or user is None or not user.is_active:
+    right = verify_password(hashed, password)
+    if user is not None and not right:
+        _failed_sign_in(user.id)
+    if not right or user is None or not user.is_active:
         raise AuthenticationError("Invalid credentials")
+    if user.failed_sign_ins:
+        _forget_failed_sign_ins(user.id)
     if needs_rehash(user.hashed_password):
         _rehash(user.id, password)
     return user
+
+
+def _check_not_paused(user: User) -> None:
+    """``TooManyAttemptsError`` while the account's sign-in is paused.
+
+    During a pause no password is checked (a right one would tell a guesser it is right) and
+    nothing is counted, so a guesser cannot make the pause longer than one step; each step is
+    capped (``SIGN_IN_MAX_PAUSE_S``) and the pause ends by itself, so nobody can lock an
+    account for good. The API-wide throttle bounds the guessing across accounts.
+    """
+    until = user.sign_in_blocked_until
+    if until is not None:
+        left = (until - datetime.now(UTC)).total_seconds()
+        if left > 0:
+            raise TooManyAttemptsError(math.ceil(left))
+
+
+@retry_on_conflict()
+def _failed_sign_in(user_id: int) -> None:
+    settings = get_settings()
+    with transaction() as session:
+        UserRepository(session).record_failed_sign_in(
+            user_id, free=settings.sign_in_free_attempts, cap_s=settings.sign_in_max_pause_s
+        )
+
+
+@retry_on_conflict()
+def _forget_failed_sign_ins(user_id: int) -> None:
+    with transaction() as session:
+        UserRepository(session).clear_failed_sign_ins(user_id)
 
 
 @retry_on_conflict()
@@ -227,48 +311,44 @@ def register(*, email: str, username: str, password: str, welcome_post: bool = F
     return register_user(email=email, username=username, password=password)
 
 
-def actor_for(user_id: int) -> Actor:
-    """The actor behind a verified token: the user must still exist and be active.
-
-    Admin rights are read from the database, not the token, so revoking them takes effect at once.
-    """
+def get_user(user_id: int, *, actor: Requester) -> tuple[User, Actor]:
+    """The user with this id and the actor who asked (who decides what of it they see);
+    ``NotFoundError`` if none."""
     with transaction() as session:
-        user = UserRepository(session).get(user_id)
-    if user is None or not user.is_active:
-        raise AuthenticationError("Invalid or expired token")
-    return Actor(user_id=user.id, is_admin=user.is_admin)
-
-
-def get_user(user_id: int) -> User:
-    """The user with this id; ``NotFoundError`` if none."""
-    with transaction() as session:
+        viewer = _resolve(session, actor)
         user = UserRepository(session).get(user_id)
     if user is None:
         raise NotFoundError(f"User {user_id} not found")
-    return user
+    return user, viewer
 
 
-def list_active_users(request: PageRequest) -> Page[Any]:
-    """One page of active users (list items) and their total."""
+def list_active_users(request: PageRequest, *, actor: Requester) -> tuple[Page[Any], Actor]:
+    """One page of active users (list items) and their total, and the actor who asked (who
+    decides what of each item they see)."""
     with transaction() as session:
-        return UserRepository(session).list_page(UserRepository.active_users_list(), request)
+        viewer = _resolve(session, actor)
+        users = UserRepository(session)
+        return users.list_page(UserRepository.active_users_list(), request), viewer
 
 
 @retry_on_conflict()
-def update_user(
+def update_user(  # noqa: PLR0913, PLR0912 - the fields of the change, each with its rule
     user_id: int,
     *,
-    actor: Actor,
+    actor: Requester,
     email: str | None = None,
     username: str | None = None,
     password: str | None = None,
+    current_password: str | None = None,
     if_match: Precondition | None = None,
 ) -> User:
     """Change a user's email, username or password (the user or an admin); 409 on duplicates.
 
+    A new email or password needs ``current_password``, the caller's own password (an admin
+    gives theirs), so a stolen token alone cannot take the account over; a wrong one counts as
+    a failed sign-in of the caller. A new password voids every token issued before.
     ``if_match``: the version the caller read (see :func:`_check_version`).
     """
-    _require(actor, user_id)
     changes: dict[str, Any] = {}
     if email is not None:
         changes["email"] = normalize_email(email)
@@ -276,29 +356,68 @@ def update_user(
         changes["username"] = normalize_username(username)
     if password is not None:
         changes["hashed_password"] = hash_password(password)
+    credentials = email is not None or password is not None
+    wrong_password = False
+    user: User | None = None
     with transaction() as session:
+        who = _resolve(session, actor)
+        _require(who, user_id)
         users = UserRepository(session)
-        if if_match is not None or actor.user_id != user_id:
+        if if_match is not None or who.user_id != user_id:
             # Locked, so that the version checked is the version changed.
             current = users.lock(user_id)
             if current is None:
                 raise NotFoundError(f"User {user_id} not found")
-            _check_version(current, if_match, actor=actor, owner_id=user_id)
-        user = users.update(user_id, **changes) if changes else users.get(user_id)
+            _check_version(current, if_match, actor=who, owner_id=user_id)
+        if credentials and who.user_id is not None:
+            if current_password is None:
+                raise ValidationError(
+                    "current_password: your password is needed to change an email or password",
+                    details=[
+                        {"in": "body", "field": "current_password", "message": "Field required"}
+                    ],
+                )
+            me = users.lock(who.user_id)
+            assert me is not None  # read by _resolve in this transaction
+            _check_not_paused(me)
+            if not verify_password(me.hashed_password, current_password):
+                users.record_failed_sign_in(
+                    me.id,
+                    free=get_settings().sign_in_free_attempts,
+                    cap_s=get_settings().sign_in_max_pause_s,
+                )
+                wrong_password = True
+        if not wrong_password:
+            if password is not None:
+                user = users.revoke_tokens(user_id, **changes)
+            else:
+                user = users.update(user_id, **changes) if changes else users.get(user_id)
+            if user is None:
+                raise NotFoundError(f"User {user_id} not found")
+    if wrong_password or user is None:
+        raise CurrentPasswordError()  # after the failure was committed
+    return user
+
+
+@retry_on_conflict()
+def deactivate_user(user_id: int, *, actor: Requester) -> User:
+    """Deactivate a user (the user or an admin): they can no longer sign in, and their tokens
+    are refused at once."""
+    with transaction() as session:
+        _require(_resolve(session, actor), user_id)
+        user = UserRepository(session).deactivate(user_id)
         if user is None:
             raise NotFoundError(f"User {user_id} not found")
         return user
 
 
 @retry_on_conflict()
-def deactivate_user(user_id: int, *, actor: Actor) -> User:
-    """Deactivate a user (the user or an admin): they can no longer sign in."""
-    _require(actor, user_id)
+def sign_out_everywhere(user_id: int, *, actor: Requester) -> None:
+    """Void every token of a user (the user or an admin); they sign in again to get a new one."""
     with transaction() as session:
-        user = UserRepository(session).deactivate(user_id)
-        if user is None:
+        _require(_resolve(session, actor), user_id)
+        if UserRepository(session).revoke_tokens(user_id) is None:
             raise NotFoundError(f"User {user_id} not found")
-        return user
 
 
 @retry_on_conflict()
@@ -314,12 +433,12 @@ def set_admin(email: str, *, is_admin: bool) -> User:
 
 
 def list_user_posts(
-    user_id: int, *, actor: Actor, include_drafts: bool, request: PageRequest
+    user_id: int, *, actor: Requester, include_drafts: bool, request: PageRequest
 ) -> Page[Any]:
     """A user's published posts (list items); with drafts only for that user or an admin."""
-    if include_drafts and not actor.may_act_for(user_id):
-        raise ForbiddenError("Only the author or an admin can see drafts")
     with transaction() as session:
+        if not _resolve(session, actor).may_act_for(user_id) and include_drafts:
+            raise ForbiddenError("Only the author or an admin can see drafts")
         if UserRepository(session).get(user_id) is None:
             raise NotFoundError(f"User {user_id} not found")
         query = PostRepository.author_list(user_id, include_drafts=include_drafts)
@@ -327,12 +446,15 @@ def list_user_posts(
 
 
 @retry_on_conflict()
-def create_post(*, actor: Actor, title: str, content: str) -> Post:
+def create_post(*, actor: Requester, title: str, content: str) -> Post:
     """A new draft by the caller."""
-    if actor.user_id is None:
-        raise ForbiddenError("Only a user can author posts")
     with transaction() as session:
-        return PostRepository(session).create(author_id=actor.user_id, title=title, content=content)
+        author = _resolve(session, actor)
+        if author.user_id is None:
+            raise ForbiddenError("Only a user can author posts")
+        return PostRepository(session).create(
+            author_id=author.user_id, title=title, content=content
+        )
 
 
 def list_published_posts(request: PageRequest, *, query: str | None = None) -> Page[Any]:
@@ -361,17 +483,18 @@ def _owned_post(posts: PostRepository, post_id: int, actor: Actor) -> Post:
     return post
 
 
-def get_post(post_id: int, *, actor: Actor | None) -> Post:
+def get_post(post_id: int, *, actor: Requester | None) -> Post:
     """A published post for anyone; a draft only for its author or an admin."""
     with transaction() as session:
-        return _visible_post(PostRepository(session), post_id, actor, lock=False)
+        viewer = _resolve(session, actor) if actor is not None else None
+        return _visible_post(PostRepository(session), post_id, viewer, lock=False)
 
 
 @retry_on_conflict()
 def update_post(
     post_id: int,
     *,
-    actor: Actor,
+    actor: Requester,
     title: str | None = None,
     content: str | None = None,
     if_match: Precondition | None = None,
@@ -383,23 +506,25 @@ def update_post(
     changes = {k: v for k, v in {"title": title, "content": content}.items() if v is not None}
     with transaction() as session:
         posts = PostRepository(session)
-        post = _owned_post(posts, post_id, actor)
-        _check_version(post, if_match, actor=actor, owner_id=post.author_id)
+        who = _resolve(session, actor)
+        post = _owned_post(posts, post_id, who)
+        _check_version(post, if_match, actor=who, owner_id=post.author_id)
         updated = posts.update(post_id, **changes) if changes else post
         assert updated is not None  # locked above
         return updated
 
 
 @retry_on_conflict()
-def delete_post(post_id: int, *, actor: Actor, if_match: Precondition | None = None) -> None:
+def delete_post(post_id: int, *, actor: Requester, if_match: Precondition | None = None) -> None:
     """Delete a post (its author or an admin).
 
     ``if_match``: the version the caller read (see :func:`_check_version`).
     """
     with transaction() as session:
         posts = PostRepository(session)
-        post = _owned_post(posts, post_id, actor)
-        _check_version(post, if_match, actor=actor, owner_id=post.author_id)
+        who = _resolve(session, actor)
+        post = _owned_post(posts, post_id, who)
+        _check_version(post, if_match, actor=who, owner_id=post.author_id)
         posts.delete(post_id)
 
 

@@ -71,10 +71,8 @@ class LiveGateway:
 
     def worker_pids(self) -> dict[str, frozenset[int]]:
         """The worker processes of each function started so far."""
-        with self.gateway._pools_lock:
-            return {
-                name: frozenset(pool._processes or {}) for name, pool in self.gateway._pools.items()
-            }
+        pids: dict[str, frozenset[int]] = self.gateway.worker_pids()
+        return pids
 
 
 @contextmanager
@@ -89,11 +87,5 @@ def running_gateway(workers: int) -> Iterator[LiveGateway]:
         yield LiveGateway(gateway)
     finally:
         gateway.shutdown()
-        # Every pool is told to stop first, so that their workers exit together, not one pool
-        # after the other (an exit costs a warm worker about a second of CPU).
-        with gateway._pools_lock:
-            pools = list(gateway._pools.values())
-        for pool in pools:
-            pool.shutdown(wait=False, cancel_futures=True)
-        gateway.server_close()
+        gateway.server_close()  # every environment is told to stop at once, then waited for
         thread.join(timeout=10)

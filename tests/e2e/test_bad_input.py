@@ -58,7 +58,9 @@ LEAKS = re.compile(
 )
 CHECKSUM = text(
     "SELECT (SELECT count(*) FROM users), (SELECT count(*) FROM posts),"
-    " (SELECT md5(coalesce(string_agg(u::text, '|' ORDER BY u.id), '')) FROM users u),"
+    # A wrong password is counted (sign-in slowing): bookkeeping, not a change of the account.
+    " (SELECT md5(coalesce(string_agg((to_jsonb(u) - 'failed_sign_ins'"
+    " - 'sign_in_blocked_until')::text, '|' ORDER BY u.id), '')) FROM users u),"
     " (SELECT md5(coalesce(string_agg(p::text, '|' ORDER BY p.id), '')) FROM posts p)"
 )
 
@@ -225,6 +227,7 @@ CODES = {
     413: "payload_too_large",
     415: "unsupported_media_type",
     422: "validation_error",
+    429: "too_many_attempts",
 }
 
 
@@ -372,6 +375,7 @@ ROUTES = [
     "GET /users/{id}",
     "PATCH /users/{id}",
     "POST /users/{id}/deactivate",
+    "POST /users/{id}/sign-out",
     "DELETE /users/{id}",
     "GET /users/{id}/posts",
     "POST /users/{id}/posts/transfer",
@@ -411,6 +415,7 @@ def route(live: Live, name: str) -> Route:
         "GET /users/{id}": Route(method, template, owner, "owner"),
         "PATCH /users/{id}": Route(method, template, owner, "owner", {"username": "renamed"}),
         "POST /users/{id}/deactivate": Route(method, template, owner, "owner"),
+        "POST /users/{id}/sign-out": Route(method, template, owner, "owner"),
         "DELETE /users/{id}": Route(method, template, owner, "owner"),
         "GET /users/{id}/posts": Route(method, template, owner, "owner"),
         "POST /users/{id}/posts/transfer": Route(
@@ -482,6 +487,26 @@ WRONG_CONTENT_TYPES: dict[str, str | None] = {
     "bare json": "json",
     "empty": "",
     "missing": None,
+    "JSON in Latin-1": "application/json; charset=latin-1",
+    "JSON in UTF-16": "Application/JSON; Charset=UTF-16",
+    "JSON with an empty charset": "application/json; charset=",
+    "JSON, then another type": "application/json, text/plain",
+    "three parts": "application/json/x",
+    "JSON without its slash": "applicationjson",
+    "JSON with a space inside": "application/ json",
+}
+#: Spellings of JSON in UTF-8 that are JSON all the same (RFC 9110: type, subtype and parameter
+#: names are case-insensitive; RFC 8259: JSON is UTF-8).
+JSON_SPELLINGS: dict[str, str] = {
+    "lower case": "application/json",
+    "mixed case, charset": "Application/JSON; Charset=UTF-8",
+    "upper case": "APPLICATION/JSON",
+    "upper-case charset": "application/json; CHARSET=UTF-8",
+    "quoted charset": 'application/json; charset="utf-8"',
+    "spaces around": "  application/json ; charset=utf-8 ",
+    "no space": "application/json;charset=utf-8",
+    "utf8 alias": "application/JSON;charset=utf8",
+    "another parameter": "Application/Json; profile=x",
 }
 
 
@@ -533,6 +558,62 @@ def test_wrong_content_type_is_415(live: Live, name: str) -> None:
 
 
 @pytest.mark.parametrize("name", ROUTES)
+def test_json_in_any_case_is_json_on_every_route(live: Live, name: str) -> None:
+    """Each spelling of JSON reaches validation like ``application/json`` does: a body with an
+    unknown field is 422, never a 415 or a 5xx from the resolver's own, case-sensitive check.
+    Routes that take no body are called at a row that does not exist (404) or with a page out
+    of range (422), so that nothing changes."""
+    r = route(live, name)
+    token = token_for(live, r)
+    path, status = r.path, (422,)
+    if name not in BODY_ROUTES:
+        # Another user's id is 403 to the owner, a post that does not exist 404.
+        missing = (r.at("2000000000"), (403, 404))
+        path, status = missing if r.id is not None else (f"{r.path}?page=0", (422,))
+    body = json.dumps({**(r.body or {}), "unknown_field": 1}).encode()
+    cases = [
+        case(
+            "content type",
+            what,
+            r.method,
+            path,
+            raw=body,
+            token=token,
+            content_type=value,
+            status=status,
+        )  # fmt: skip
+        for what, value in JSON_SPELLINGS.items()
+    ]
+    run(live, cases)
+
+
+@pytest.mark.parametrize("name", BODY_ROUTES)
+def test_thousands_of_bad_fields_get_an_answer_the_size_of_a_few(live: Live, name: str) -> None:
+    """Unknown or invalid fields by the thousand: 422 listing the first few and counting the
+    rest, with a body of a few kilobytes whatever the input."""
+    r = route(live, name)
+    token = token_for(live, r)
+    bodies = {
+        "5000 unknown fields": {f"field_{n}": n for n in range(5000)},
+        "5000 unknown fields with long names": {f"{'x' * 90}{n}": n for n in range(5000)},
+        "unknown fields with the body": {**(r.body or {}), **{f"f{n}": None for n in range(8000)}},
+    }
+    cases = [
+        case("bounded errors", what, r.method, r.path, payload, token=token)
+        for what, payload in bodies.items()
+    ]
+    run(live, cases)
+    for payload in bodies.values():
+        reply = live.call(r.method, r.path, payload, token)
+        assert reply.status == 422
+        assert len(reply.text) < 4096, len(reply.text)
+        details = reply.body["error"]["details"]
+        assert len(details) <= 11
+        assert details[-1]["type"] == "too_many_errors"
+        assert f"{len(payload) - 10} more" in details[-1]["message"] or r.body
+
+
+@pytest.mark.parametrize("name", ROUTES)
 def test_oversized_body_is_413(live: Live, name: str) -> None:
     r = route(live, name)
     token = token_for(live, r)
@@ -554,12 +635,23 @@ def test_oversized_body_is_413(live: Live, name: str) -> None:
             ),
             case(
                 "oversized body",
+                "6 MB, past Lambda's limit for an event",
+                r.method,
+                r.path,
+                raw=body(6_300_000),
+                token=token,
+                status=413,
+                gateway=True,
+            ),
+            case(
+                "oversized body",
                 "10 MB",
                 r.method,
                 r.path,
                 raw=body(10_000_000),
                 token=token,
                 status=413,
+                gateway=True,
             ),
         ],
     )
@@ -720,7 +812,8 @@ def test_registration_fields(live: Live) -> None:
 
 
 def test_sign_in_fields(live: Live) -> None:
-    login = live.owner.user["username"]
+    # A user of its own: the wrong passwords below count against it (fewer than would pause it).
+    login = live.signup().user["username"]
     base = {"login": login, "password": PASSWORD}
     fields = {"login": (login, False), "password": (PASSWORD, False)}
     cases = text_field_cases("POST", "/auth/token", base, None, fields)
@@ -773,12 +866,103 @@ def test_user_change_fields(live: Live) -> None:
     for value in (" fresh", "fresh ", " fresh "):
         bad("whitespace", f"username {value!r}", {"username": value})
     other = live.other.user
+    me = {"current_password": PASSWORD}
     for what, payload in {
-        "email of another user in upper case": {"email": other["email"].upper()},
-        "email of another user padded": {"email": f" {other['email'].title()} "},
+        "email of another user in upper case": {"email": other["email"].upper(), **me},
+        "email of another user padded": {"email": f" {other['email'].title()} ", **me},
         "username of another user in upper case": {"username": other["username"].upper()},
     }.items():
         bad("duplicates", what, payload, 409)
+    # A new email or password needs the caller's current password: missing, empty, too long,
+    # of the wrong type, or alone
+    for change in ({"email": "fresh@example.com"}, {"password": "another-password"}):
+        bad("credentials", f"{next(iter(change))} without current_password", change)
+        for what, value in {"empty": "", "null": None, "number": 1, "long": "p" * 257}.items():
+            bad("credentials", f"{next(iter(change))}, current_password {what}",
+                {**change, "current_password": value})  # fmt: skip
+    bad("credentials", "current_password alone", me)
+    run(live, cases)
+
+
+#: Characters that do not show or that reorder text (Cf, fillers, variation selectors).
+INVISIBLE = ["\u200b", "\u200c", "\u200d", "\u2060", "\ufeff", "\u00ad", "\u200e", "\u200f",
+             "\u202a", "\u202e", "\u2066", "\u2069", "\u061c", "\u3164", "\u115f", "\u2800",
+             "\ufe0f", "\U000e0041"]  # fmt: skip
+
+
+def test_invisible_characters_are_refused_in_emails_usernames_and_titles(live: Live) -> None:
+    token = live.owner.token
+    cases = []
+    for char in INVISIBLE:
+        what = f"U+{ord(char):04X}"
+        for email in (f"in{char}visible@example.com", f"invisible@exam{char}ple.com"):
+            user = {"email": email, "username": "fresh", "password": PASSWORD}
+            cases.append(case("identity", f"email with {what}", "POST", "/users", user))
+        user = {"email": "fresh@example.com", "username": f"fre{char}sh", "password": PASSWORD}
+        cases.append(case("identity", f"username with {what}", "POST", "/users", user))
+        for method, path in (("POST", "/posts"), ("PATCH", f"/posts/{live.draft['id']}")):
+            post = {"title": f"Ti{char}tle", "content": "c"}
+            cases.append(case("identity", f"title with {what}", method, path, post, token=token))
+    run(live, cases)
+
+
+def test_two_accounts_can_never_render_the_same(live: Live) -> None:
+    """An email in another spelling (case, Unicode composition, a Unicode or an ASCII domain)
+    is the same email: 409, whichever spelling came first."""
+    suffix = uuid.uuid4().hex[:6]
+    user = {"email": f"josé{suffix}@bücher.de", "username": f"first{suffix}", "password": PASSWORD}
+    first = live.call("POST", "/users", user)
+    assert first.status == 201, first.text
+    assert first.body["email"] == f"josé{suffix}@xn--bcher-kva.de"
+    spellings = [
+        f"JOSÉ{suffix}@BÜCHER.DE",
+        f"jose\u0301{suffix}@bücher.de",
+        f"josé{suffix}@bu\u0308cher.de",
+        f"josé{suffix}@xn--bcher-kva.de",
+        f"JOSÉ{suffix}@XN--BCHER-KVA.DE",
+    ]
+    cases = [
+        case(
+            "identity",
+            f"email {n}",
+            "POST",
+            "/users",
+            {"email": email, "username": f"other{n}{suffix}", "password": PASSWORD},
+            status=409,
+            code="duplicate",
+        )  # fmt: skip
+        for n, email in enumerate(spellings)
+    ]
+    run(live, cases)
+    # And each spelling signs the one account in
+    for email in spellings:
+        signed_in = live.call("POST", "/auth/token", {"login": email, "password": PASSWORD})
+        assert signed_in.status == 200, (email, signed_in.text)
+        live.secrets.add(signed_in.body["access_token"])
+
+
+def test_a_wrong_current_password_is_403_and_changes_nothing(live: Live) -> None:
+    # A user of its own: wrong current passwords count as failed sign-ins.
+    caller = live.signup()
+    path = f"/users/{caller.id}"
+    wrong = {"current_password": "not-the-password"}
+    cases = [
+        case(
+            "credentials",
+            what,
+            "PATCH",
+            path,
+            {**change, **wrong},
+            token=caller.token,
+            status=403,
+            code="current_password_invalid",
+        )  # fmt: skip
+        for what, change in {
+            "new email": {"email": "taken-over@example.com"},
+            "new password": {"password": "taken-over-pass"},
+            "both": {"email": "taken-over@example.com", "password": "taken-over-pass"},
+        }.items()
+    ]
     run(live, cases)
 
 
@@ -900,8 +1084,9 @@ BAD_IDS = [
     quote("\U0001f600"),
     quote("\u0661\u0662"),  # Arabic-Indic digits
 ]
-#: In range but spelled oddly: no such row, or refused outright; never another row.
-ODD_IDS = ["+2147483647", "02147483647", "2147483647.0", "2_147_483_647"]
+#: In range but spelled oddly: refused outright (never another row, nor a look-up at all).
+ODD_IDS = ["+2147483647", "02147483647", "2147483647.0", "2_147_483_647", "+1", "01", "00", "1_0"]
+ODD_IDS += ["%201", "1%20", "%091", quote("\uff11\uff12"), quote("\u0967"), "-0", "0"]
 
 
 @pytest.mark.parametrize("name", ID_ROUTES)
@@ -919,7 +1104,7 @@ def test_ids_out_of_range_in_paths(live: Live, name: str) -> None:
             token=token,
             status=status,
         )
-        for ids, status in ((BAD_IDS, 422), (ODD_IDS, (404, 422)))
+        for ids, status in ((BAD_IDS, 422), (ODD_IDS, 422))
         for value in ids
     ]
     run(live, cases)
@@ -948,8 +1133,9 @@ def test_bad_pagination_and_queries(live: Live, name: str) -> None:
 
 PAGES = ["0", "-1", "1000001", "2147483648", "9223372036854775808", "99999999999999999999"]
 PAGES += ["-2147483649", "abc", "", "1.5", "1e3", "%00"]
+PAGES += ["+1", "01", "1_0", "%201", "1%20", quote("\uff11"), quote("\u0661"), "1.0", "-0"]
 PAGE_SIZES = ["0", "-1", "-0", "1001", "2147483648", "9223372036854775808", "99999999999999999999"]
-PAGE_SIZES += ["abc", "", "%00"]
+PAGE_SIZES += ["abc", "", "%00", "+10", "010", "1_0", "%2010", quote("\uff11\uff10")]
 
 
 # --- tokens -----------------------------------------------------------------------------------
@@ -980,6 +1166,7 @@ def forged(live: Live) -> dict[str, str]:
         "iat": now,
         "nbf": now,
         "exp": now + 600,
+        "ver": 0,
     }
     key = TEST_SIGNING_KEY.encode()
     rsa_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
@@ -1022,8 +1209,19 @@ def forged(live: Live) -> dict[str, str]:
         "sub -1": hs256(sub="-1"),
         "sub 2^31": hs256(sub=str(2**31)),
         "sub 10^20": hs256(sub="99999999999999999999"),
-        "sub of no user": hs256(sub=str(ID_MAX)),
-    }
+        # Numbers in any but their canonical spelling, though int() would take them
+        **{f"sub {spelling!r}": hs256(sub=spelling.replace("ID", str(live.owner.id)))
+           for spelling in ("0ID", "+ID", " ID", "ID ", "ID_0", "ID.0", "\uff11", "\u0661")},
+        "sub a JSON number": hs256(sub=live.owner.id),
+        "exp a float": hs256(exp=float(now + 600)),
+        "exp a string": hs256(exp=str(now + 600)),
+        "exp true": hs256(exp=True),
+        "iat a string": hs256(iat=str(now)),
+        "no ver": hs256(drop="ver"),
+        "ver a string": hs256(ver="0"),
+        "ver false": hs256(ver=False),
+        "ver -1": hs256(ver=-1),
+    }  # fmt: skip
     live.secrets.update(t for t in tokens.values() if t.count(".") >= 2 and len(t) > 40)
     return tokens
 
@@ -1061,6 +1259,27 @@ def test_forged_and_missing_tokens(live: Live, forged: dict[str, str], name: str
                 gateway=gateway,
             )
         )
+    run(live, cases)
+
+
+@pytest.mark.parametrize("name", TOKEN_ROUTES)
+def test_validly_signed_tokens_of_no_user_or_an_old_version_are_401(live: Live, name: str) -> None:
+    """The authorizer checks the token alone; the handler reads the caller's row and refuses a
+    token of no user, or one its user has since revoked (an older token version): 401, in the
+    API's error body, with nothing changed."""
+    r = route(live, name)
+    now = int(time.time())
+    claims = {"iss": "blog-api", "aud": "blog-api", "iat": now, "nbf": now, "exp": now + 600}
+    void = {
+        "sub of no user": {**claims, "sub": str(ID_MAX), "ver": 0},
+        "a newer version than the user's": {**claims, "sub": str(live.owner.id), "ver": 1},
+        "an admin's id at another version": {**claims, "sub": str(live.admin.id), "ver": 7},
+    }
+    cases = []
+    for what, body in void.items():
+        token = jwt.encode(body, TEST_SIGNING_KEY, algorithm="HS256")
+        live.secrets.add(token)
+        cases.append(case("tokens", what, r.method, r.path, r.body, token=token, status=401))
     run(live, cases)
 
 
@@ -1188,7 +1407,7 @@ def _function_logs() -> Iterator[io.StringIO]:
 def test_events_only_a_direct_call_can_make(api: Client, caplog: pytest.LogCaptureFixture) -> None:
     """Joined query parameters, raw lone surrogates, base64 bodies, tokens no client could send."""
     user, token = api.signup("direct")
-    actor = {"user_id": user["id"], "is_admin": False}
+    actor = {"user_id": user["id"], "token_version": 0, "expires_at": 2**31}
     draft = api.post("/posts", {"title": "t", "content": "c"}, token=token).body
     json_type = {"content-type": JSON}
     too_big = base64.b64encode(b'{"title": "' + b"x" * (600 * 1024) + b'"}').decode()

@@ -107,8 +107,8 @@ def _touched(path: Path) -> Iterator[None]:
 
 
 def _workers(gateway: object, logical_id: str) -> frozenset[int]:
-    pool = gateway._pools[logical_id]  # type: ignore[attr-defined]
-    return frozenset(pool._processes or {})
+    pids: frozenset[int] = gateway._pools[logical_id].pids()  # type: ignore[attr-defined]
+    return pids
 
 
 @pytest.mark.parametrize("reload", [True, False], ids=["reload", "no-reload"])

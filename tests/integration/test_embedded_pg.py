@@ -235,3 +235,76 @@ def test_ssl_only_server_rejects_plain_connections_or_says_tls_is_missing(base: 
         with pytest.raises(pg8000.native.DatabaseError, match="no encryption"):
             _select_one(s.port)
         s.create_database("over_tls")  # psql negotiates TLS by itself
+
+
+# --- make local: a password on TCP ----------------------------------------------------------------
+
+
+def _connects(port: int, password: str | None) -> bool:
+    try:
+        pg8000.native.Connection(
+            "postgres", host="127.0.0.1", port=port, password=password or "", timeout=10
+        ).close()
+    except pg8000.exceptions.InterfaceError:
+        return False
+    except pg8000.exceptions.DatabaseError as error:
+        assert error.args[0]["C"] in {"28P01", "28000"}, error  # authentication failed
+        return False
+    return True
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def test_make_locals_database_needs_the_password_kept_in_its_state(
+    base: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from local.__main__ import _start_database
+
+    monkeypatch.delenv("DATABASE_URL", raising=False)
+    port = _free_port()
+    # Given a fresh state folder: the server starts with a generated password
+    url, server = _start_database(base, port)
+    try:
+        secret = base / "pg-password"
+        assert secret.stat().st_mode & 0o777 == 0o600
+        password = secret.read_text().strip()
+        assert len(password) >= 32 and password in url
+        # Then nobody connects without it, or with another one; with it, one does
+        assert not _connects(port, None)
+        assert not _connects(port, "postgres")
+        assert _connects(port, password)
+    finally:
+        server.stop()
+    # And the next start keeps the same password (and data)
+    again, server = _start_database(base, port)
+    try:
+        assert again == url and _connects(port, password)
+    finally:
+        server.stop()
+
+
+def test_a_data_directory_made_without_a_password_gets_one(
+    base: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from local.__main__ import _start_database
+
+    monkeypatch.delenv("DATABASE_URL", raising=False)
+    port = _free_port()
+    # Given .local/pgdata from before passwords were required (TCP clients trusted)
+    old = EmbeddedPostgres(reachable_data_dir(base / "pgdata"), persistent=True, port=port)
+    old.start()
+    try:
+        assert _connects(port, None)
+    finally:
+        old.stop()
+    # When make local starts it now, the superuser gets the password and trust is gone
+    _, server = _start_database(base, port)
+    try:
+        assert not _connects(port, None)
+        assert _connects(port, (base / "pg-password").read_text().strip())
+    finally:
+        server.stop()

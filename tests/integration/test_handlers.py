@@ -4,6 +4,7 @@ edited per case (ids of real rows, the authorizer's context), as Lambda would ca
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -33,6 +34,14 @@ def world(db: None, monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, Any]]
     get_settings.cache_clear()
 
 
+def _grant_admin(user_id: int) -> None:
+    from blog import db
+    from blog.repositories import UserRepository
+
+    with db.transaction() as session:
+        UserRepository(session).update(user_id, is_admin=True)
+
+
 def _function_for(route_key: str) -> str:
     method, path = route_key.split(" ", 1)
     for logical_id, function in functions().items():
@@ -52,12 +61,14 @@ def _edited(name: str, world: dict[str, Any]) -> dict[str, Any]:
             path = path.replace("{" + key + "}", value)
         event["rawPath"] = event["requestContext"]["http"]["path"] = path
     if "authorizer" in event["requestContext"]:
-        is_admin = bool(event["requestContext"]["authorizer"]["lambda"].get("is_admin"))
         event["requestContext"]["authorizer"]["lambda"] = {
             "user_id": world["author"].id,
-            "is_admin": is_admin,
+            "token_version": world["author"].token_version,
+            "expires_at": int(time.time()) + 60,
         }
-    token, _ = auth.issue_token(world["author"].id)
+    if name == "transfer_posts":  # admins only: rights come from the caller's row
+        _grant_admin(world["author"].id)
+    token, _ = auth.issue_token(world["author"].id, world["author"].token_version)
     event["headers"] = {
         k: (f"Bearer {token}" if k == "authorization" else v) for k, v in event["headers"].items()
     }
@@ -71,7 +82,13 @@ ROUTE_EVENTS = sorted(
     for p in EVENTS.glob("*.json")
     if p.stem != "authorizer" and "routeKey" in json.loads(p.read_text())
 )
-EXPECTED = {"register_user": 201, "create_post": 201, "delete_user": 204, "delete_post": 204}
+EXPECTED = {
+    "register_user": 201,
+    "create_post": 201,
+    "delete_user": 204,
+    "delete_post": 204,
+    "sign_out": 204,
+}
 
 
 @pytest.mark.parametrize("name", ROUTE_EVENTS)
@@ -103,14 +120,17 @@ def _token_event(world: dict[str, Any]) -> dict[str, Any]:
 def test_authorizer_accepts_a_valid_token_and_refuses_others(world: dict[str, Any]) -> None:
     event: dict[str, Any] = json.loads((EVENTS / "authorizer.json").read_text())
     handler = load_handler(functions()["AuthorizerFunction"])
-    token, _ = auth.issue_token(world["author"].id)
+    token, _ = auth.issue_token(world["author"].id, 0)
     event["headers"]["authorization"] = f"Bearer {token}"
     event["identitySource"] = [f"Bearer {token}"]
     allowed = handler(event, LambdaContext("AuthorizerFunction"))
-    assert allowed == {
-        "isAuthorized": True,
-        "context": {"user_id": world["author"].id, "is_admin": False},
+    assert allowed["isAuthorized"] is True
+    assert allowed["context"] == {
+        "user_id": world["author"].id,
+        "token_version": 0,
+        "expires_at": allowed["context"]["expires_at"],
     }
+    assert allowed["context"]["expires_at"] > time.time()
     event["headers"]["authorization"] = "Bearer " + token[:-2] + "xx"
     assert handler(event, LambdaContext("AuthorizerFunction")) == {"isAuthorized": False}
     del event["headers"]["authorization"]

@@ -442,13 +442,13 @@ def test_grant_and_revoke_admin_by_email_are_logged(
         )
     # Then the user is an admin, and the change is in the log with who was changed
     assert granted == {"user_id": user.id, "email": "first@example.com", "is_admin": True}
-    assert services.actor_for(user.id).is_admin is True
+    assert services.get_user(user.id, actor=services.SYSTEM)[0].is_admin is True
     (audit,) = (r for r in caplog.records if r.getMessage() == "admin rights changed")
     assert (audit.user_id, audit.email, audit.is_admin) == (user.id, "first@example.com", True)
     # And revoking takes the rights away again
     revoked = fn.lambda_handler({"action": "revoke-admin", "email": "first@example.com"}, context)
     assert revoked["is_admin"] is False
-    assert services.actor_for(user.id).is_admin is False
+    assert services.get_user(user.id, actor=services.SYSTEM)[0].is_admin is False
 
 
 def test_grant_admin_refuses_an_unknown_or_missing_email(fn: Any) -> None:

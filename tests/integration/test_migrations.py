@@ -208,15 +208,62 @@ def test_each_revision_steps_down_and_up_again(
     engine: Engine, revision: str, previous: str | None
 ) -> None:
     upgrade(engine, revision)
-    before = (schema_snapshot(engine), extensions(engine))
+    before = (every_schema_snapshot(engine), extensions(engine))
 
     downgrade(engine, "-1")
     assert current_revision(engine) == previous
-    assert (schema_snapshot(engine), extensions(engine)) != before
+    assert (every_schema_snapshot(engine), extensions(engine)) != before
 
     upgrade(engine, "+1")
     assert current_revision(engine) == revision
-    assert (schema_snapshot(engine), extensions(engine)) == before
+    assert (every_schema_snapshot(engine), extensions(engine)) == before
+
+
+def every_schema_snapshot(engine: Engine) -> dict[str, dict[str, Any]]:
+    """:func:`schema_snapshot` of the models' schema and of ``migration_backup``, where data
+    migrations keep what their downgrade puts back."""
+    backup = {f"migration_backup.{k}": v for k, v in schema_snapshot(engine, BACKUP).items()}
+    return schema_snapshot(engine) | backup
+
+
+BACKUP = "migration_backup"
+
+
+# --- data: canonical emails ----------------------------------------------------------------------
+
+
+def emails(engine: Engine) -> dict[str, str]:
+    with engine.connect() as conn:
+        return dict(conn.execute(text("SELECT username, email FROM users")).all())
+
+
+def test_stored_emails_are_rewritten_in_their_canonical_spelling_and_back(engine: Engine) -> None:
+    # Given rows written before emails were normalized beyond lower-case
+    upgrade(engine, "0010")
+    before = {
+        "idn": "user@bücher.de",
+        "decomposed": "jose\u0301@example.com",
+        "ascii": "plain@example.com",
+        "twin": "twin@xn--bcher-kva.de",  # what "twin@bücher.de" becomes: taken already
+        "twin2": "twin@bücher.de",
+        "invalid": "who@bü_cher.de",  # no valid IDNA domain: left as it is
+    }
+    with engine.begin() as conn:
+        conn.execute(
+            text("INSERT INTO users (email, username, hashed_password) VALUES (:e, :u, 'x')"),
+            [{"e": e, "u": u} for u, e in before.items()],
+        )
+    # When the data migration runs
+    upgrade(engine, "0011")
+    # Then each is canonical, but for the one that would collide and the invalid one
+    assert emails(engine) == {
+        **before,
+        "idn": "user@xn--bcher-kva.de",
+        "decomposed": "jos\u00e9@example.com",
+    }
+    # And the downgrade puts the old spellings back
+    downgrade(engine, "0010")
+    assert emails(engine) == before
 
 
 def test_an_interrupted_concurrent_index_build_is_rebuilt_by_the_next_upgrade(
@@ -224,8 +271,8 @@ def test_an_interrupted_concurrent_index_build_is_rebuilt_by_the_next_upgrade(
 ) -> None:
     # Given the trigram index left INVALID, as an interrupted CREATE INDEX CONCURRENTLY leaves
     # it, and the database one revision before the one that builds it (its commit never came)
-    upgrade(engine, "0008")
     builder = ScriptDirectory.from_config(alembic_config()).get_revision("0008")
+    upgrade(engine, builder.revision)  # revisions after it have not run either
     index = "SELECT indexrelid::int, indisvalid FROM pg_index"
     index += " WHERE indexrelid = to_regclass('ix_posts_content_trgm')"
     with engine.begin() as conn:

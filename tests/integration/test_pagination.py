@@ -45,7 +45,8 @@ def get(path: str, as_user: int | None = None, **query: Any) -> dict[str, Any]:
     event["rawQueryString"] = urlencode(params)
     event["queryStringParameters"] = params or None
     if "authorizer" in event["requestContext"]:
-        event["requestContext"]["authorizer"]["lambda"] = {"user_id": as_user, "is_admin": False}
+        context = {"user_id": as_user, "token_version": 0, "expires_at": 2**31}
+        event["requestContext"]["authorizer"]["lambda"] = context
     event["headers"].pop("authorization", None)
     handler = load_handler(functions()[logical_id])
     reply: dict[str, Any] = handler(event, LambdaContext(logical_id))
@@ -209,7 +210,7 @@ def _scope(scope: str) -> str:
 )
 def test_a_cursor_not_issued_for_this_list_is_a_400(case: str, reason: str) -> None:
     published_posts(3, title="Serverless notes")
-    make_user()  # a second user: GET /users has a next page too
+    caller = make_user()  # a second user: GET /users has a next page too
     good = get("/posts", q="serverless", page_size=1)["json"]["next_cursor"]
     key = ["2026-01-01T00:00:00+00:00", 5]
     scope = _scope("posts?q=serverless")
@@ -217,7 +218,7 @@ def test_a_cursor_not_issued_for_this_list_is_a_400(case: str, reason: str) -> N
         "tampered": good[:-2] + ("A" if good[-2] != "A" else "B") + good[-1],
         "truncated": good[:-3],
         "not base64": "!!not*base64!!",
-        "from GET /users": get("/users", as_user=1, page_size=1)["json"]["next_cursor"],
+        "from GET /users": get("/users", as_user=caller.id, page_size=1)["json"]["next_cursor"],
         "from another search": get("/posts", q="notes", page_size=1)["json"]["next_cursor"],
         "from an older version": _forged({"v": CURSOR_VERSION - 1, "s": scope, "k": key}),
         "key of the wrong type": _forged({"v": CURSOR_VERSION, "s": scope, "k": [5, 5]}),
@@ -300,9 +301,13 @@ def test_the_total_is_exact_up_to_the_bound_then_an_estimate_said_to_be_one() ->
     assert past["total_exact"] is False
     assert past["total"] > TOTAL_EXACT_MAX
     assert len(past["items"]) == 5
-    # And a filtered list past the bound switches the same way
+    # And filtered lists past the bound switch the same way: a user's posts, a search
     by_author = get(f"/users/{author.id}/posts", as_user=author.id, page_size=5)["json"]
     assert by_author["total_exact"] is False
+    found = get("/posts", q="bulk content", page_size=5)["json"]
+    assert (found["total_exact"], len(found["items"])) == (False, 5)
+    assert found["total"] > TOTAL_EXACT_MAX
+    assert get("/posts", q="bulk content 1000", page_size=5)["json"]["total"] == 1
 
 
 # --- search --------------------------------------------------------------------------------------

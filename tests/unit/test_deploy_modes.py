@@ -13,7 +13,7 @@ from typing import Any, Final
 
 import pytest
 
-from tests.unit.test_template import JWT_READERS, REPO, template
+from tests.unit.test_template import REPO, read_policies_for, template
 
 NO_VALUE: Final = object()
 PSEUDO: Final = {
@@ -238,7 +238,7 @@ def test_no_function_can_read_a_secret_it_does_not_need(rendered: Rendered) -> N
         # Any other policy a function needs (a queue to send to, say) grants no secret.
         others = [p for p in policies if not (isinstance(p, dict) and p.get("Ref") in names)]
         assert "secretsmanager" not in str(others).lower(), f"{name}: {others}"
-        expected = {"DbSecretReadPolicy"} | ({"JwtKeyReadPolicy"} if name in JWT_READERS else set())
+        expected = read_policies_for(name)
         assert names == expected, name
     # Nothing else in the stack grants reading a secret, except the proxy's own role.
     for name, res in rendered.resources.items():

@@ -16,6 +16,7 @@ KEYED_POSTS = [
     "/posts/{post_id}/publish",
     "/users/{user_id}/deactivate",
     "/users/{user_id}/posts/transfer",
+    "/users/{user_id}/sign-out",
 ]
 
 

@@ -1,0 +1,353 @@
+"""Accounts end to end: credentials, revocation, sign-in slowing, privacy and response headers.
+
+Requests go through the local gateway's API Gateway emulation (route matching, the Lambda
+authorizer in front of protected routes) into the real handlers, in this process.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from sqlalchemy import event, text
+
+from tests.e2e.conftest import TEST_SIGNING_KEY, Client, Reply
+
+PASSWORD = "password-123"
+
+
+def _error(reply: Reply, status: int, code: str) -> dict[str, Any]:
+    assert reply.status == status, reply.text
+    assert reply.body["error"]["code"] == code, reply.text
+    return dict(reply.body["error"])
+
+
+def _sql(query: str, **params: Any) -> Any:
+    from blog import db
+
+    with db.transaction() as session:
+        result = session.execute(text(query), params)
+        return result.one() if result.returns_rows else None
+
+
+# --- what a protected request costs --------------------------------------------------------------
+
+
+@pytest.fixture
+def real_api(committed_db: None, monkeypatch: pytest.MonkeyPatch) -> Iterator[Client]:
+    """A client whose requests open real connections (committed, emptied afterwards)."""
+    from blog.config import get_settings
+
+    monkeypatch.setenv("JWT_SIGNING_KEY", TEST_SIGNING_KEY)
+    get_settings.cache_clear()
+    yield Client()
+    monkeypatch.undo()
+    get_settings.cache_clear()
+
+
+def test_a_protected_request_opens_one_database_connection_and_the_authorizer_none(
+    real_api: Client,
+) -> None:
+    from blog import db
+
+    # Given a user with a post, and a count of every new database connection
+    user, token = real_api.signup("counted")
+    post = real_api.post("/posts", {"title": "t", "content": "c"}, token=token).body
+    opened: list[str] = []
+    engine = db.get_engine()
+    listener = lambda *_: opened.append("connect")  # noqa: E731
+    event.listen(engine, "connect", listener)
+    try:
+        requests = [
+            ("GET", f"/users/{user['id']}", None),
+            ("GET", "/users", None),
+            ("GET", f"/users/{user['id']}/posts?include_drafts=true", None),
+            ("PATCH", f"/posts/{post['id']}", {"title": "new"}),
+            ("POST", f"/posts/{post['id']}/publish", None),
+            ("POST", "/posts", {"title": "t2", "content": "c2"}),
+        ]
+        for method, path, body in requests:
+            # When one protected request goes through the authorizer and the handler
+            opened.clear()
+            reply = real_api.request(method, path, body, token=token)
+            # Then it succeeded on exactly one connection: the handler's (with the caller's row)
+            assert reply.status < 300, (path, reply.text)
+            assert len(opened) == 1, (method, path, len(opened))
+        opened.clear()
+        from local.gateway import authorizer_event, invoke, match
+
+        route, _ = match("GET", "/users")  # type: ignore[misc]
+        verdict = invoke(
+            "AuthorizerFunction",
+            authorizer_event(_event_for(route, token), route),
+        )
+        assert verdict["isAuthorized"] is True
+        assert opened == []  # the authorizer alone reads no database
+    finally:
+        event.remove(engine, "connect", listener)
+
+
+def _event_for(route: Any, token: str) -> dict[str, Any]:
+    from local.gateway import build_event
+
+    headers = [("host", "localhost"), ("authorization", f"Bearer {token}")]
+    return build_event("GET", "/users", "", headers, b"", route, {})
+
+
+# --- credentials ---------------------------------------------------------------------------------
+
+
+def test_changing_email_or_password_needs_the_current_password(api: Client) -> None:
+    user, token = api.signup("careful")
+    path = f"/users/{user['id']}"
+    for change in ({"email": "stolen@example.com"}, {"password": "attacker-pass"}):
+        # Without current_password: 422 naming it; with a wrong one: 403; nothing changes
+        problem = _error(api.patch(path, change, token=token), 422, "validation_error")
+        assert "current_password" in problem["message"]
+        wrong = {**change, "current_password": "not-my-password"}
+        _error(api.patch(path, wrong, token=token), 403, "current_password_invalid")
+        me = api.get(path, token=token).body
+        assert me["email"] == "careful@example.com"
+    assert api.post("/auth/token", {"login": "careful", "password": PASSWORD}).status == 200
+    # A username alone needs no password; with the right one the email changes
+    assert api.patch(path, {"username": "careful2"}, token=token).status == 200
+    right = {"email": "Careful@Example.com", "current_password": PASSWORD}
+    reply = api.patch(path, right, token=token)
+    assert (reply.status, reply.body["email"]) == (200, "careful@example.com"), reply.text
+
+
+def test_a_password_change_voids_every_earlier_token_at_once(api: Client) -> None:
+    # Given a user signed in twice (two devices) with a draft
+    user, first = api.signup("rotating")
+    second = api.post("/auth/token", {"login": "rotating", "password": PASSWORD}).body
+    draft = api.post("/posts", {"title": "t", "content": "c"}, token=first).body
+    # When the password changes from one device
+    change = {"password": "brand-new-pass", "current_password": PASSWORD}
+    assert api.patch(f"/users/{user['id']}", change, token=first).status == 200
+    # Then both tokens are refused on every route at once, the public read of a draft included
+    for token in (first, second["access_token"]):
+        _error(api.get(f"/users/{user['id']}", token=token), 401, "unauthorized")
+        _error(api.post("/posts", {"title": "t", "content": "c"}, token=token), 401, "unauthorized")
+        _error(api.get(f"/posts/{draft['id']}", token=token), 401, "unauthorized")
+    # And a new sign-in with the new password works
+    new = api.post("/auth/token", {"login": "rotating", "password": "brand-new-pass"}).body
+    assert api.get(f"/posts/{draft['id']}", token=new["access_token"]).status == 200
+
+
+def test_deactivation_is_refused_at_once_even_by_a_cached_authorizer_verdict(api: Client) -> None:
+    from local.gateway import AUTHORIZER_ID, handle, invoke
+
+    user, token = api.signup("cached")
+    verdicts: dict[str, Any] = {}
+
+    def cached_run(logical_id: str, built: dict[str, Any]) -> Any:
+        # API Gateway's authorizer cache: a verdict is reused for the same Authorization header
+        if logical_id == AUTHORIZER_ID:
+            key = built["headers"]["authorization"]
+            verdicts.setdefault(key, invoke(logical_id, built))
+            return verdicts[key]
+        return invoke(logical_id, built)
+
+    headers = [("host", "localhost"), ("authorization", f"Bearer {token}")]
+    assert handle("GET", "/users", headers, b"", cached_run)["statusCode"] == 200
+    assert api.post(f"/users/{user['id']}/deactivate", token=token).status == 200
+    refused = handle("GET", "/users", headers, b"", cached_run)
+    assert len(verdicts) == 1  # the second request was authorized from the cache
+    assert refused["statusCode"] == 401
+    assert json.loads(refused["body"])["error"]["code"] == "unauthorized"
+
+
+def test_sign_out_everywhere_voids_every_token_of_the_user(api: Client) -> None:
+    user, token = api.signup("leaver")
+    other = api.post("/auth/token", {"login": "leaver", "password": PASSWORD}).body
+    _, stranger = api.signup("stranger")
+    _, admin = api.signup("boss", admin=True)
+    # Nobody else may sign a user out; an unknown user is 404
+    _error(api.post(f"/users/{user['id']}/sign-out", token=stranger), 403, "forbidden")
+    _error(api.post(f"/users/{user['id'] + 999}/sign-out", token=admin), 404, "not_found")
+    reply = api.post(f"/users/{user['id']}/sign-out", token=token)
+    assert (reply.status, reply.text) == (204, "")
+    for old in (token, other["access_token"]):
+        _error(api.get("/users", token=old), 401, "unauthorized")
+    fresh = api.post("/auth/token", {"login": "leaver", "password": PASSWORD}).body
+    assert api.get("/users", token=fresh["access_token"]).status == 200
+    # An admin may sign someone else out (a stolen device)
+    assert api.post(f"/users/{user['id']}/sign-out", token=admin).status == 204
+    _error(api.get("/users", token=fresh["access_token"]), 401, "unauthorized")
+
+
+# --- sign-in slowing -----------------------------------------------------------------------------
+
+
+def _sign_in(api: Client, login: str, password: str) -> Reply:
+    return api.post("/auth/token", {"login": login, "password": password})
+
+
+def _state(user_id: int) -> tuple[int, Any]:
+    row = _sql(
+        "SELECT failed_sign_ins, sign_in_blocked_until FROM users WHERE id = :id", id=user_id
+    )
+    return int(row[0]), row[1]
+
+
+def test_sign_in_pauses_per_account_after_repeated_wrong_passwords(api: Client) -> None:
+    from blog.config import get_settings
+
+    free = get_settings().sign_in_free_attempts
+    user, _ = api.signup("target")
+    _, bystander = api.signup("bystander")
+    # Given free - 1 wrong passwords: each an ordinary 401, and sign-in is not paused yet
+    for _ in range(free - 1):
+        _error(_sign_in(api, "target", "guess-guess"), 401, "unauthorized")
+    assert _state(user["id"]) == (free - 1, None)
+    # When the next one is wrong too, sign-in pauses: even the right password gets 429
+    _error(_sign_in(api, "target", "guess-guess"), 401, "unauthorized")
+    failures, until = _state(user["id"])
+    paused = _sign_in(api, "target@example.com", PASSWORD)
+    _error(paused, 429, "too_many_attempts")
+    assert 1 <= int(paused.headers["retry-after"]) <= 2
+    # And guessing during the pause neither counts nor makes the pause longer
+    for _ in range(5):
+        _error(_sign_in(api, "target", "guess-guess"), 429, "too_many_attempts")
+    assert _state(user["id"]) == (failures, until)
+    # Other accounts sign in as ever
+    assert _sign_in(api, "bystander", PASSWORD).status == 200
+    assert api.get("/users", token=bystander).status == 200
+    # Once the pause is over, the next wrong password doubles it
+    _sql("UPDATE users SET sign_in_blocked_until = now() - interval '1 second' WHERE id = :id",
+         id=user["id"])  # fmt: skip
+    _error(_sign_in(api, "target", "guess-guess"), 401, "unauthorized")
+    doubled = _sign_in(api, "target", PASSWORD)
+    assert 2 <= int(doubled.headers["retry-after"]) <= 3, doubled.headers
+    # And the right password after a pause signs in and forgets the failures
+    _sql("UPDATE users SET sign_in_blocked_until = now() - interval '1 second' WHERE id = :id",
+         id=user["id"])  # fmt: skip
+    assert _sign_in(api, "target", PASSWORD).status == 200
+    assert _state(user["id"]) == (0, None)
+
+
+def test_a_guesser_cannot_lock_an_account_for_longer_than_the_cap(api: Client) -> None:
+    from blog.config import get_settings
+
+    cap = get_settings().sign_in_max_pause_s
+    user, _ = api.signup("besieged")
+    # Given an account that a guesser has hammered a million times
+    _sql("UPDATE users SET failed_sign_ins = 1000000 WHERE id = :id", id=user["id"])
+    # When one more guess is wrong, the pause is the cap, not 2^1000000 seconds
+    _error(_sign_in(api, "besieged", "guess-guess"), 401, "unauthorized")
+    paused = _sign_in(api, "besieged", PASSWORD)
+    _error(paused, 429, "too_many_attempts")
+    assert cap - 5 <= int(paused.headers["retry-after"]) <= cap
+    # And the pause ends by itself: the real user then signs in
+    _sql("UPDATE users SET sign_in_blocked_until = now() WHERE id = :id", id=user["id"])
+    assert _sign_in(api, "besieged", PASSWORD).status == 200
+
+
+def test_wrong_current_passwords_count_as_failed_sign_ins(api: Client) -> None:
+    from blog.config import get_settings
+
+    user, token = api.signup("tokenthief")
+    change = {"email": "mine@example.com", "current_password": "guess-guess"}
+    for _ in range(get_settings().sign_in_free_attempts):
+        _error(
+            api.patch(f"/users/{user['id']}", change, token=token), 403, "current_password_invalid"
+        )
+    right = {**change, "current_password": PASSWORD}
+    _error(api.patch(f"/users/{user['id']}", right, token=token), 429, "too_many_attempts")
+    _error(_sign_in(api, "tokenthief", PASSWORD), 429, "too_many_attempts")
+
+
+# --- privacy -------------------------------------------------------------------------------------
+
+
+PRIVATE_FIELDS = {"email", "is_admin"}
+
+
+def test_emails_are_shown_only_to_their_owner_and_to_admins(api: Client) -> None:
+    alice, alice_token = api.signup("alice")
+    _, bob_token = api.signup("bob")
+    _, admin_token = api.signup("boss", admin=True)
+    # Bob sees Alice without email or role; Alice and an admin see all of it
+    seen_by_bob = api.get(f"/users/{alice['id']}", token=bob_token).body
+    assert not PRIVATE_FIELDS & set(seen_by_bob), seen_by_bob
+    assert seen_by_bob["username"] == "alice"
+    for token in (alice_token, admin_token):
+        seen = api.get(f"/users/{alice['id']}", token=token).body
+        assert seen["email"] == "alice@example.com"
+        assert seen["is_admin"] is False
+    # In the list, Bob sees only his own email; the admin sees everyone's
+    listed = api.get("/users?page_size=100", token=bob_token).body["items"]
+    assert [u.get("email") for u in listed if "email" in u] == ["bob@example.com"]
+    by_admin = api.get("/users?page_size=100", token=admin_token).body["items"]
+    assert all("email" in u for u in by_admin) and len(by_admin) == 3
+    # No response to anyone carries the email of another user in any field
+    assert "alice@example.com" not in api.get("/users", token=bob_token).text
+
+
+def test_every_response_is_nosniff_and_private_ones_are_not_stored(api: Client) -> None:
+    user, token = api.signup("headers")
+    post = api.post("/posts", {"title": "t", "content": "c"}, token=token).body
+    api.post(f"/posts/{post['id']}/publish", token=token)
+    private = [
+        api.post("/auth/token", {"login": "headers", "password": PASSWORD}),
+        api.post("/auth/token", {"login": "headers", "password": "wrong-pass"}),
+        api.get(f"/users/{user['id']}", token=token),
+        api.get("/users", token=token),
+        api.post("/users", {"email": "n@example.com", "username": "newbie", "password": PASSWORD}),
+        api.get(f"/posts/{post['id']}", token=token),
+        api.post("/posts", raw=b"{", token=token),  # refused before routing
+        api.request(
+            "POST", "/posts", raw=b"{}", token=token, headers={"content-type": "text/plain"}
+        ),
+    ]
+    for reply in private:
+        assert reply.headers["x-content-type-options"] == "nosniff", reply
+        assert reply.headers["cache-control"] == "no-store", reply
+    # The gateway's own answers (no token, no route) are nosniff too
+    for reply in (api.post("/posts", {"title": "t"}), api.get("/nowhere")):
+        assert reply.status in {401, 404}
+        assert reply.headers["x-content-type-options"] == "nosniff", reply
+    public = [api.get("/posts"), api.get(f"/posts/{post['id']}")]
+    for reply in public:
+        assert reply.status == 200
+        assert reply.headers["x-content-type-options"] == "nosniff"
+        assert "cache-control" not in reply.headers  # a public read may be cached
+
+
+# --- transfers -----------------------------------------------------------------------------------
+
+
+def test_posts_cannot_be_transferred_to_a_deactivated_user(api: Client) -> None:
+    source, source_token = api.signup("source")
+    gone, gone_token = api.signup("gone")
+    _, admin = api.signup("boss", admin=True)
+    api.post("/posts", {"title": "t", "content": "c"}, token=source_token)
+    assert api.post(f"/users/{gone['id']}/deactivate", token=gone_token).status == 200
+    path = f"/users/{source['id']}/posts/transfer"
+    problem = _error(api.post(path, {"to_user_id": gone["id"]}, token=admin), 409, "user_inactive")
+    assert problem["details"] == {"field": "to_user_id"}
+    assert _sql("SELECT count(*) FROM posts WHERE author_id = :id", id=gone["id"])[0] == 0
+    # Moving posts off a deactivated account is what transfers are for
+    back = api.post(
+        f"/users/{gone['id']}/posts/transfer", {"to_user_id": source["id"]}, token=admin
+    )
+    assert (back.status, back.body) == (200, {"moved": 0})
+
+
+# --- UTF-8 out -----------------------------------------------------------------------------------
+
+
+def test_non_ascii_text_goes_out_as_utf8_not_escapes(api: Client) -> None:
+    _, token = api.signup("writer")
+    title = "Grüße, 世界 🌍"
+    content = "é" * 1000
+    created = api.post("/posts", {"title": title, "content": content}, token=token)
+    assert created.status == 201
+    assert title in created.text and "\\u" not in created.text
+    # Each é costs its two UTF-8 bytes, not the six of \u00e9
+    assert len(created.text.encode()) < 2 * len(content) + 500
+    # Errors too
+    reply = api.patch(f"/posts/{created.body['id']}", {"title": "ü" * 201}, token=token)
+    assert reply.status == 422 and "\\u" not in reply.text
