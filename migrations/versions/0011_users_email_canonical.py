@@ -28,8 +28,6 @@ down_revision: str | None = "0010"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
-_SCHEMA = "migration_backup"
-_BACKUP = f"{_SCHEMA}.users_email_0011"
 _EMAIL_MAX = 255
 
 
@@ -48,9 +46,11 @@ def _canonical(email: str) -> str | None:
 
 
 def upgrade() -> None:
-    op.execute(sa.text(f"CREATE SCHEMA IF NOT EXISTS {_SCHEMA}"))
+    op.execute(sa.text("CREATE SCHEMA IF NOT EXISTS migration_backup"))
     op.execute(
-        sa.text(f"CREATE TABLE {_BACKUP} (user_id integer PRIMARY KEY, email text NOT NULL)")
+        sa.text(
+            "CREATE TABLE migration_backup.users_email_0011 (user_id integer PRIMARY KEY, email text NOT NULL)"
+        )
     )
     if op.get_context().as_sql:
         # Offline SQL has no rows to read: the rewrite needs a connection (alembic upgrade).
@@ -81,7 +81,10 @@ def upgrade() -> None:
         changes.append({"id": user_id, "old": email, "new": canonical})
     if changes:
         connection.execute(
-            sa.text(f"INSERT INTO {_BACKUP} (user_id, email) VALUES (:id, :old)"), changes
+            sa.text(
+                "INSERT INTO migration_backup.users_email_0011 (user_id, email) VALUES (:id, :old)"
+            ),
+            changes,
         )
         connection.execute(
             sa.text("UPDATE users SET email = :new WHERE id = :id AND email = :old"), changes
@@ -92,7 +95,9 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     op.execute(
-        sa.text(f"UPDATE users SET email = b.email FROM {_BACKUP} b WHERE users.id = b.user_id")
+        sa.text(
+            "UPDATE users SET email = b.email FROM migration_backup.users_email_0011 b WHERE users.id = b.user_id"
+        )
     )
-    op.execute(sa.text(f"DROP TABLE {_BACKUP}"))
-    op.execute(sa.text(f"DROP SCHEMA IF EXISTS {_SCHEMA}"))  # only if empty: no CASCADE
+    op.execute(sa.text("DROP TABLE migration_backup.users_email_0011"))
+    op.execute(sa.text("DROP SCHEMA IF EXISTS migration_backup"))  # only if empty: no CASCADE
