@@ -149,7 +149,10 @@ class _Diff:
         if not request and old_enum is not None and set(new_enum or [None]) - set(old_enum):
             self.add("type-widened", where)
         if request:
-            self._bounds(old, new, where)
+            for old_variant, new_variant in _same_type_variants(
+                self.old_doc, old, self.new_doc, new
+            ):
+                self._bounds(old_variant, new_variant, where)
         old_objects, new_objects = _objects(self.old_doc, old), _objects(self.new_doc, new)
         if len(old_objects) == 1 and new_objects and (not request or len(new_objects) == 1):
             # A response may now be any of several objects: each must keep what it promised.
@@ -224,6 +227,27 @@ def _variants(document: dict[str, Any], schema: dict[str, Any]) -> list[dict[str
     for option in options:
         found.extend(_variants(document, _resolve(document, option)))
     return found
+
+
+def _same_type_variants(
+    old_doc: dict[str, Any], old: dict[str, Any], new_doc: dict[str, Any], new: dict[str, Any]
+) -> list[tuple[dict[str, Any], dict[str, Any]]]:
+    """The pairs of schemas whose bounds to compare: the two schemas themselves, and where
+    either is an ``anyOf``/``oneOf``, each alternative with the other side's one of its type
+    (``q: string | null`` whose string's ``minLength`` went up is narrowed)."""
+    pairs = [(old, new)]
+    if not any(key in schema for schema in (old, new) for key in ("anyOf", "oneOf")):
+        return pairs
+    old_by_type: dict[str, list[dict[str, Any]]] = {}
+    for variant in _variants(old_doc, old):
+        if isinstance(variant.get("type"), str):
+            old_by_type.setdefault(variant["type"], []).append(variant)
+    for variant in _variants(new_doc, new):
+        kind = variant.get("type")
+        same = old_by_type.get(kind, []) if isinstance(kind, str) else []
+        if len(same) == 1:  # several of one type: no telling which became which
+            pairs.append((same[0], variant))
+    return pairs
 
 
 def _types(document: dict[str, Any], schema: dict[str, Any]) -> frozenset[str] | None:

@@ -71,6 +71,12 @@ def _lowered_request_bound(d: Spec) -> None:
     schemas(d)["PostCreate"]["properties"]["title"]["maxLength"] = 100
 
 
+def _raised_bound_of_an_optional_query_parameter(d: Spec) -> None:
+    (q,) = [p for p in d["paths"]["/posts"]["get"]["parameters"] if p["name"] == "q"]
+    (text,) = [v for v in q["schema"]["anyOf"] if v.get("type") == "string"]
+    text["minLength"] += 1
+
+
 def _widened_response_type(d: Spec) -> None:
     schemas(d)["TransferOut"]["properties"]["moved"] = {"type": ["integer", "string"]}
 
@@ -106,6 +112,10 @@ BREAKS: list[tuple[Callable[[Spec], None], set[str]]] = [
     (_new_required_query_parameter, {"list_posts parameter-newly-required query.lang"}),
     (_narrowed_request_type, {"transfer_posts type-narrowed body.to_user_id"}),
     (_lowered_request_bound, {"create_post type-narrowed body.title.maxLength"}),
+    (
+        _raised_bound_of_an_optional_query_parameter,
+        {"list_posts type-narrowed query.q.minLength"},
+    ),
     (_widened_response_type, {"transfer_posts type-widened response.200.moved"}),
     (_removed_status, {"get_post status-removed response.404"}),
     (_removed_header, {"create_post header-removed response.201.header.Location"}),
