@@ -433,9 +433,12 @@ def import_profile(
 ) -> dict[str, Any]:
     """``-X importtime`` of ``package``'s cold start: self time summed per top-level package
     (the standard library as one), median over ``runs`` fresh processes, largest first."""
-    import sys
-
-    stdlib = sys.stdlib_module_names
+    # The measured interpreter's standard library (3.13 has modules 3.11 has not).
+    listed = subprocess.run(
+        [python, "-I", "-c", "import sys; print(*sys.stdlib_module_names)"],
+        capture_output=True, text=True, check=True,
+    ).stdout.split()  # fmt: skip
+    stdlib = {*listed, *(f"_{name}" for name in listed)}
     per_run: list[dict[str, float]] = []
     modules: list[dict[str, float]] = []
     for _ in range(runs):
@@ -444,7 +447,7 @@ def import_profile(
         grouped: dict[str, float] = {}
         for module, ms in by_module.items():
             top = module.split(".")[0]
-            key = "(stdlib)" if top in stdlib or (top[:1] == "_" and top[1:] in stdlib) else top
+            key = "(stdlib)" if top in stdlib or top.startswith("_sysconfigdata") else top
             grouped[key] = grouped.get(key, 0.0) + ms
         per_run.append(grouped)
         modules.append(by_module)
