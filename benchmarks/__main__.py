@@ -5,15 +5,17 @@ In one run, on an embedded PostgreSQL behind a TLS front (``verify-full``):
 1. warm latency of ``GET /users/{id}``, ``GET /posts?q=`` and ``POST /posts`` through the
    functions' handlers, against raw pg8000 running the same SQL (the floor) and against FastAPI +
    Mangum + SQLAlchemy asyncio + asyncpg, samples interleaved round-robin;
-2. cold starts: a fresh isolated python3.13 per sample on the host-architecture build (import of
-   the handler + first invocation), against the FastAPI app built the same way;
+2. cold starts of every function of the template (the migration function aside): a fresh
+   isolated python3.13 per sample on the host-architecture build (import of the handler + first
+   invocation), against the FastAPI app built the same way, then ``-X importtime`` of the
+   slowest function by top-level package;
 3. import throughput (:func:`benchmarks.bench_import.measure`) against raw COPY;
 4. SQL statements per request of the list endpoints at page sizes 1 and 100;
 5. peak RSS after 100 invocations, and the built layer's unzipped size.
 
 Prints one table with the targets as PASS/FAIL (never failing the command on them) and writes
 everything as JSON. ``--quick`` takes few samples (CI). ``--profile ROUTE`` prints a cProfile of
-the layer's warm path instead.
+the layer's warm path instead; ``--only PART`` measures one part (``make bench-cold``).
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from benchmarks import cold, report, warm
 from benchmarks.harness import COMPARED, REPO, ROUTES, UdpSink, World, lambda_environment
 
 DEFAULT_OUT = REPO / ".bench" / "results.json"
+PARTS = ["warm", "statements", "cold", "memory", "import", "sizes"]
 
 
 def _arguments(argv: list[str] | None) -> argparse.Namespace:
@@ -41,7 +44,9 @@ def _arguments(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--quick", action="store_true", help="few samples (CI, ~1-2 minutes)")
     parser.add_argument("--samples", type=int, help="warm samples per route and variant")
-    parser.add_argument("--cold-samples", type=int, help="cold starts per route and variant")
+    parser.add_argument(
+        "--cold-samples", type=int, help="cold starts per function (FastAPI: per route)"
+    )
     parser.add_argument("--memory-invocations", type=int, default=100)
     parser.add_argument("--import-users", type=int, help="users per import message")
     parser.add_argument("--import-rounds", type=int)
@@ -56,11 +61,18 @@ def _arguments(argv: list[str] | None) -> argparse.Namespace:
         "--skip",
         action="append",
         default=[],
-        choices=["warm", "statements", "cold", "memory", "import", "sizes"],
+        choices=PARTS,
     )
+    parser.add_argument(
+        "--only", choices=PARTS, help="measure this part alone (make bench-cold: --only cold)"
+    )
+    parser.add_argument("--importtime-runs", type=int, help="-X importtime runs of the slowest")
     parser.add_argument("--profile", choices=sorted(ROUTES), help="profile the layer's warm path")
     args = parser.parse_args(argv)
+    if args.only:
+        args.skip = [part for part in PARTS if part != args.only]
     quick = args.quick
+    args.importtime_runs = args.importtime_runs or (1 if quick else 5)
     args.samples = args.samples or (40 if quick else 600)
     args.warmup = 5 if quick else 30
     args.cold_samples = args.cold_samples or (3 if quick else 15)
@@ -112,6 +124,49 @@ def _import_throughput(world: World, users: int, rounds: int) -> dict[str, Any]:
         "cases": {name: case for name, case in cases.items() if name != bench_import.COPY},
         "judged": [bench_import.NEW, bench_import.CONFLICTING],
     }
+
+
+def _cold_table(  # noqa: PLR0913, PLR0917 - the run's parts
+    args: argparse.Namespace,
+    setup: cold.Setup,
+    world: World,
+    sink: UdpSink,
+    host: Path,
+    runtime: Path,
+) -> dict[str, Any]:
+    """Every function's cold start against the FastAPI app's, then ``-X importtime`` of the
+    slowest function by top-level package."""
+    from benchmarks.cold_events import SIGNING_KEY, Fixtures, cold_event
+
+    functions = cold.function_packages(host, runtime)
+    database = world.database_env()
+    env_for = {
+        logical_id: {
+            **lambda_environment(logical_id, host, database, sink.address),
+            "JWT_SIGNING_KEY": SIGNING_KEY,
+        }
+        for logical_id in functions
+    }
+    fixtures = Fixtures(world.plain_url, world.seed)
+    _log(
+        f"cold starts: {args.cold_samples} samples x ({len(functions)} functions + FastAPI on "
+        f"{len(COMPARED)} routes + the required packages)"
+    )
+    table = cold.every_function(setup, functions, fixtures, args.cold_samples, env_for)
+    table["note"] = (
+        "Cold: each function's first event is one of events/ aimed at rows of its own per round "
+        "(an admin transfers, a fresh user signs out, is deactivated, deleted); the authorizer "
+        "checks a token signed with JWT_SIGNING_KEY (on AWS the key is a secret fetched on first "
+        "use); the import is one SQS batch of 2 messages (2 users, one invalid message). Ratios: "
+        "median to FastAPI's median, p90 to its p90, over its samples on its 3 routes."
+    )
+    slowest = max(table["functions"], key=lambda name: table["functions"][name]["median_ms"])
+    _log(f"-X importtime of {slowest}: {args.importtime_runs} runs")
+    table["importtime"] = cold.import_profile(
+        setup.python, functions[slowest], cold_event(slowest, fixtures, fixtures.round()),
+        env_for[slowest], args.importtime_runs,
+    )  # fmt: skip
+    return table
 
 
 def _summary(args: argparse.Namespace, world: World, python313: str | None) -> str:
@@ -194,8 +249,8 @@ def main(argv: list[str] | None = None) -> int:  # noqa: PLR0912, PLR0915 - the 
                 python313, packages, world.seed, env_for, not args.unsampled, required
             )
             if "cold" not in args.skip:
-                _log(f"cold starts: {args.cold_samples} samples x 2 variants x 3 routes")
-                results["cold"] = cold.cold_starts(setup, args.cold_samples)
+                results["cold"] = _cold_table(args, setup, world, sink, host, runtime)
+                notes.append(results["cold"]["note"])
             if "memory" not in args.skip:
                 _log(f"memory: {args.memory_invocations} invocations per route and variant")
                 routes = COMPARED[:1] if args.quick else COMPARED
@@ -212,11 +267,11 @@ def main(argv: list[str] | None = None) -> int:  # noqa: PLR0912, PLR0915 - the 
                 f"Connecting alone (TCP, TLS, SCRAM, backend start, close) takes "
                 f"{connect['median_ms']:.2f} ms (median) of every variant's request."
             )
-        notes.append(
-            "Warm: direct lambda_handler calls in one worker process per variant, samples "
-            "interleaved; the floor replays the layer's own SQL (BEGIN/COMMIT included) on a "
-            "fresh pg8000 connection."
-        )
+            notes.append(
+                "Warm: direct lambda_handler calls in one worker process per variant, samples "
+                "interleaved; the floor replays the layer's own SQL (BEGIN/COMMIT included) on a "
+                "fresh pg8000 connection."
+            )
         notes.append(
             f"X-Ray: tracing active as in the template; {sink.datagrams} segment datagrams went "
             "to a local UDP sink, nothing to AWS."

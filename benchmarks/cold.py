@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
+from benchmarks.cold_events import EXCLUDED, Fixtures, cold_event, succeeded
 from benchmarks.harness import COMPARED, REPO, ROUTES, Seed, event
 
 BENCH_DIR: Final = REPO / ".bench"
@@ -194,7 +195,7 @@ def _stale(build: Path, found: dict[str, Any]) -> str | None:
         (source, build / "SharedLayer" / "python" / "blog" / source.name)
         for source in sorted((REPO / "shared" / "blog").glob("*.py"))
     ]
-    for logical_id in LOGICAL_IDS.values():
+    for logical_id in sorted(set(found) - set(EXCLUDED)):
         source = found[logical_id].code_dir / "app.py"
         pairs.append((source, build / logical_id / "app.py"))
     for source, copy in pairs:
@@ -217,20 +218,24 @@ def run_child(
     *,
     invocations: int = 1,
     sampled: bool = True,
+    importtime: bool = False,
 ) -> dict[str, Any]:
-    """One fresh ``python3.13 -I -S -B`` process running ``package`` (see ``cold_child``)."""
+    """One fresh ``python3.13 -I -S -B`` process running ``package`` (see ``cold_child``);
+    with ``importtime``, under ``-X importtime``, whose report comes back as ``stderr``."""
     job = {
         "path": package.path,
         "handler": package.handler,
         "events": events,
         "invocations": invocations,
         "sampled": sampled,
+        "marks": importtime,
     }
+    options = ["-X", "importtime"] if importtime else []
     with tempfile.TemporaryDirectory(prefix="bench-cold-") as scratch:
         result_file = Path(scratch) / "result.json"
         started = time.perf_counter()
         done = subprocess.run(
-            [python, "-I", "-S", "-B", str(CHILD), str(result_file)],
+            [python, "-I", "-S", "-B", *options, str(CHILD), str(result_file)],
             input=json.dumps(job),
             capture_output=True,
             text=True,
@@ -244,6 +249,8 @@ def run_child(
             raise RuntimeError(f"{package.name} failed ({done.returncode}):\n{done.stderr[-3000:]}")
         result: dict[str, Any] = json.loads(result_file.read_text())
     result["process_s"] = wall
+    if importtime:
+        result["stderr"] = done.stderr
     return result
 
 
@@ -259,64 +266,6 @@ class Setup:
     sampled: bool
     #: The required packages alone (a lower bound for the layer), started once per round.
     required: Package | None = None
-
-
-def cold_starts(setup: Setup, samples: int) -> dict[str, Any]:
-    """Median cold start (import of the handler's module + first invocation) per route and
-    variant, samples interleaved round-robin."""
-    times: dict[str, dict[str, list[dict[str, Any]]]] = {
-        route: {variant: [] for variant in setup.packages} for route in COMPARED
-    }
-    required: list[dict[str, Any]] = []
-    for _ in range(samples):
-        if setup.required is not None:
-            result = run_child(
-                setup.python, setup.required, [event(COMPARED[0], setup.seed)],
-                setup.env_for["layer"], sampled=setup.sampled,
-            )  # fmt: skip
-            if result["statuses"] != {"200": 1}:
-                raise RuntimeError(f"required packages: statuses {result['statuses']}")
-            required.append(result)
-        for route in COMPARED:
-            for variant, by_route in setup.packages.items():
-                result = run_child(
-                    setup.python, by_route[route], [event(route, setup.seed)],
-                    setup.env_for[variant], sampled=setup.sampled,
-                )  # fmt: skip
-                expected = str(ROUTES[route][2])
-                if result["statuses"] != {expected: 1}:
-                    raise RuntimeError(f"{variant} {route}: statuses {result['statuses']}")
-                times[route][variant].append(result)
-    summary: dict[str, Any] = {}
-    for route, by_variant in times.items():
-        summary[route] = {
-            variant: {
-                "samples": len(results),
-                "median_ms": 1000 * statistics.median(r["cold_s"] for r in results),
-                "import_ms": 1000 * statistics.median(r["import_s"] for r in results),
-                "first_invoke_ms": 1000 * statistics.median(r["first_invoke_s"] for r in results),
-                "cpu_ms": 1000 * statistics.median(r["cold_cpu_s"] for r in results),
-                "process_ms": 1000 * statistics.median(r["process_s"] for r in results),
-                "modules": results[0]["modules"],
-            }
-            for variant, results in by_variant.items()
-        }
-        summary[route]["ratio"] = (
-            summary[route]["layer"]["median_ms"] / (summary[route]["fastapi"]["median_ms"])
-        )
-    if required:
-        fastapi = [r["cold_s"] for by_variant in times.values() for r in by_variant["fastapi"]]
-        median_ms = 1000 * statistics.median(r["cold_s"] for r in required)
-        fastapi_ms = 1000 * statistics.median(fastapi)
-        summary["required_packages"] = {
-            "samples": len(required),
-            "median_ms": median_ms,
-            "import_ms": 1000 * statistics.median(r["import_s"] for r in required),
-            "modules": required[0]["modules"],
-            "fastapi_median_ms": fastapi_ms,
-            "ratio": median_ms / fastapi_ms,
-        }
-    return summary
 
 
 def memory(setup: Setup, invocations: int, routes: tuple[str, ...] = COMPARED) -> dict[str, Any]:
@@ -364,3 +313,157 @@ def layer_sizes(fastapi: Package | None) -> dict[str, Any]:
     if fastapi is not None:
         result["fastapi_layer"] = {"bytes": tree_size(fastapi.layer_dir)}
     return result
+
+
+def function_packages(build: Path, runtime: Path) -> dict[str, Package]:
+    """Every function of the template in ``build`` but :data:`cold_events.EXCLUDED`, by
+    logical id."""
+    from local.functions import functions
+
+    layer = build / "SharedLayer" / "python"
+    return {
+        logical_id: Package(logical_id, build / logical_id, layer, runtime, function.handler)
+        for logical_id, function in sorted(functions().items())
+        if logical_id not in EXCLUDED
+    }
+
+
+def _p90(values: list[float]) -> float:
+    if len(values) < 2:  # noqa: PLR2004 - quantiles need two points
+        return values[0]
+    return statistics.quantiles(values, n=10, method="inclusive")[8]
+
+
+def _stats(results: list[dict[str, Any]]) -> dict[str, Any]:
+    """Median and p90 (ms) of the cold start and of its two parts."""
+    out: dict[str, Any] = {"samples": len(results)}
+    for key, name in (("cold_s", ""), ("import_s", "import_"), ("first_invoke_s", "first_")):
+        values = [1000 * r[key] for r in results]
+        out[f"{name}median_ms"] = statistics.median(values)
+        out[f"{name}p90_ms"] = _p90(values)
+    out["cpu_ms"] = 1000 * statistics.median(r["cold_cpu_s"] for r in results)
+    out["modules"] = results[0]["modules"]
+    return out
+
+
+def every_function(
+    setup: Setup,
+    functions: dict[str, Package],
+    fixtures: Fixtures,
+    samples: int,
+    env_for: dict[str, dict[str, str]],
+) -> dict[str, Any]:
+    """The cold start (import + first invocation) of every function and of the FastAPI app, in
+    fresh processes, samples interleaved round-robin: each round starts every function once and
+    the FastAPI app once per route it implements, spread among them."""
+    times: dict[str, list[dict[str, Any]]] = {logical_id: [] for logical_id in functions}
+    fastapi: dict[str, list[dict[str, Any]]] = {route: [] for route in COMPARED}
+    required: list[dict[str, Any]] = []
+    order = list(functions)
+    stride = -(-len(order) // len(COMPARED))
+    for _ in range(samples):
+        rows = fixtures.round()
+        if setup.required is not None:
+            result = run_child(
+                setup.python, setup.required, [event(COMPARED[0], setup.seed)],
+                setup.env_for["layer"], sampled=setup.sampled,
+            )  # fmt: skip
+            if result["statuses"] != {"200": 1}:
+                raise RuntimeError(f"required packages: statuses {result['statuses']}")
+            required.append(result)
+        for index, logical_id in enumerate(order):
+            if index % stride == 0:
+                route = COMPARED[index // stride]
+                result = run_child(
+                    setup.python, setup.packages["fastapi"][route], [event(route, setup.seed)],
+                    setup.env_for["fastapi"], sampled=setup.sampled,
+                )  # fmt: skip
+                if result["statuses"] != {str(ROUTES[route][2]): 1}:
+                    raise RuntimeError(f"FastAPI {route}: statuses {result['statuses']}")
+                fastapi[route].append(result)
+            result = run_child(
+                setup.python, functions[logical_id], [cold_event(logical_id, fixtures, rows)],
+                env_for[logical_id], sampled=setup.sampled,
+            )  # fmt: skip
+            if not succeeded(logical_id, result["statuses"]):
+                raise RuntimeError(f"{logical_id}: statuses {result['statuses']}")
+            times[logical_id].append(result)
+    reference = _stats([r for results in fastapi.values() for r in results])
+    reference["by_route"] = {route: _stats(results) for route, results in fastapi.items()}
+    from local.functions import functions as template_functions
+
+    triggers = {
+        logical_id: " ".join(function.routes[0]) if function.routes else ""
+        for logical_id, function in template_functions().items()
+    }
+    triggers.update(AuthorizerFunction="HTTP API authorizer", ImportUsersFunction="SQS batch")
+    summary: dict[str, Any] = {}
+    for logical_id, results in times.items():
+        stats = {"trigger": triggers.get(logical_id, ""), **_stats(results)}
+        stats["ratio"] = stats["median_ms"] / reference["median_ms"]
+        stats["p90_ratio"] = stats["p90_ms"] / reference["p90_ms"]
+        summary[logical_id] = stats
+    out: dict[str, Any] = {"functions": summary, "fastapi": reference, "excluded": dict(EXCLUDED)}
+    if required:
+        bound = _stats(required)
+        bound["ratio"] = bound["median_ms"] / reference["median_ms"]
+        out["required_packages"] = bound
+    return out
+
+
+#: ``import time: self [us] | cumulative | imported package`` (the package indented by depth).
+_IMPORTTIME: Final = re.compile(r"^import time:\s+(\d+) \|\s+(\d+) \| ( *)(\S+)\s*$")
+
+
+def _self_times(stderr: str) -> dict[str, float]:
+    """Self time (ms) per module imported between the child's marks (import + first call)."""
+    inside, found = False, dict[str, float]()
+    for line in stderr.splitlines():
+        if line.startswith("bench-cold: "):
+            inside = line.endswith("start")
+            continue
+        match = _IMPORTTIME.match(line)
+        if inside and match:
+            found[match.group(4)] = found.get(match.group(4), 0.0) + int(match.group(1)) / 1000
+    return found
+
+
+def import_profile(
+    python: str, package: Package, event_: dict[str, Any], env: dict[str, str], runs: int
+) -> dict[str, Any]:
+    """``-X importtime`` of ``package``'s cold start: self time summed per top-level package
+    (the standard library as one), median over ``runs`` fresh processes, largest first."""
+    # The measured interpreter's standard library (3.13 has modules 3.11 has not).
+    listed = subprocess.run(
+        [python, "-I", "-c", "import sys; print(*sys.stdlib_module_names)"],
+        capture_output=True, text=True, check=True,
+    ).stdout.split()  # fmt: skip
+    stdlib = {*listed, *(f"_{name}" for name in listed)}
+    per_run: list[dict[str, float]] = []
+    modules: list[dict[str, float]] = []
+    for _ in range(runs):
+        result = run_child(python, package, [event_], env, importtime=True)
+        by_module = _self_times(result["stderr"])
+        grouped: dict[str, float] = {}
+        for module, ms in by_module.items():
+            top = module.split(".")[0]
+            key = "(stdlib)" if top in stdlib or top.startswith("_sysconfigdata") else top
+            grouped[key] = grouped.get(key, 0.0) + ms
+        per_run.append(grouped)
+        modules.append(by_module)
+    names = {name for grouped in per_run for name in grouped}
+    packages = {
+        name: statistics.median(grouped.get(name, 0.0) for grouped in per_run) for name in names
+    }
+    module_names = {name for found in modules for name in found}
+    largest = sorted(
+        ((name, statistics.median(f.get(name, 0.0) for f in modules)) for name in module_names),
+        key=lambda item: -item[1],
+    )[:15]
+    return {
+        "function": package.name,
+        "runs": runs,
+        "total_ms": statistics.median(sum(grouped.values()) for grouped in per_run),
+        "packages_ms": dict(sorted(packages.items(), key=lambda item: -item[1])),
+        "largest_modules_ms": dict(largest),
+    }

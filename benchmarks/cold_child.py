@@ -62,12 +62,25 @@ def _peak_rss_kib() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 
 
+def _outcome(response: dict[str, Any]) -> str:
+    """The status of an HTTP response; an authorizer's verdict; an SQS batch's failures."""
+    if "statusCode" in response:
+        return str(response["statusCode"])
+    if "isAuthorized" in response:
+        return "authorized" if response["isAuthorized"] else "denied"
+    return f"{len(response.get('batchItemFailures', []))} failed"
+
+
 def main(result_file: str) -> int:
     """Run the job read from stdin."""
     job: dict[str, Any] = json.loads(sys.stdin.read())
     sys.path[:0] = job["path"]
     name = os.environ.get("AWS_LAMBDA_FUNCTION_NAME", "bench")
     sampled = int(bool(job.get("sampled", True)))
+    # Under -X importtime: what the handler imports (and its first call) lies between these.
+    marks = bool(job.get("marks"))
+    if marks:
+        print("bench-cold: start", file=sys.stderr, flush=True)
     cpu, started = time.process_time(), time.perf_counter()
     module_name, handler_name = job["handler"].rsplit(".", 1)
     handler = getattr(importlib.import_module(module_name), handler_name)
@@ -81,7 +94,9 @@ def main(result_file: str) -> int:
         response = handler(event, Context(name))
         if n == 0:
             first, first_cpu = time.perf_counter(), time.process_time()
-        status = str(response.get("statusCode"))
+            if marks:
+                print("bench-cold: end", file=sys.stderr, flush=True)
+        status = _outcome(response)
         statuses[status] = statuses.get(status, 0) + 1
     done = time.perf_counter()
     result = {

@@ -1,0 +1,79 @@
+"""The cold-start table of ``make bench``: every function is in it, its events are real requests,
+and ``-X importtime`` is read between the child's marks."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+from benchmarks import report
+from benchmarks.cold import _self_times
+from benchmarks.cold_events import EXCLUDED, HARNESS_ROUTES, Round, cold_event, succeeded
+from benchmarks.harness import Seed
+from local.functions import functions
+
+IMPORTTIME = """\
+import time: self [us] | cumulative | imported package
+import time:       500 |        500 | json
+bench-cold: start
+import time:      1200 |       1200 |     sqlalchemy.sql
+import time:       300 |       1500 |   sqlalchemy
+import time:       250 |        250 | app
+bench-cold: end
+import time:       900 |        900 | uuid
+"""
+
+
+def test_every_function_of_the_template_has_a_cold_event_or_a_reason_to_be_left_out() -> None:
+    # Given the template's functions
+    found = set(functions())
+    measured = found - set(EXCLUDED)
+
+    rows = Round(*range(2, 11), token="token", tag="abc")
+    # (Fixtures itself would insert its admin: only what cold_event reads.)
+    fixtures = SimpleNamespace(admin=1, seed=Seed(user_id=1))
+
+    # Then each measured one has a first event (a KeyError here means a function was added)
+    for logical_id in measured:
+        assert cold_event(logical_id, fixtures, rows), logical_id  # type: ignore[arg-type]
+    assert set(HARNESS_ROUTES) <= measured
+    assert set(EXCLUDED) <= found
+
+
+def test_success_means_2xx_an_authorized_caller_or_exactly_the_invalid_message_failed() -> None:
+    assert succeeded("DeletePostFunction", {"204": 1})
+    assert not succeeded("DeletePostFunction", {"404": 1})
+    assert succeeded("AuthorizerFunction", {"authorized": 1})
+    assert not succeeded("AuthorizerFunction", {"denied": 1})
+    assert succeeded("ImportUsersFunction", {"1 failed": 1})
+    assert not succeeded("ImportUsersFunction", {"2 failed": 1})
+
+
+def test_importtime_counts_only_what_the_handler_and_its_first_call_import() -> None:
+    assert _self_times(IMPORTTIME) == {"sqlalchemy.sql": 1.2, "sqlalchemy": 0.3, "app": 0.25}
+
+
+def test_report_prints_one_cold_row_per_function_and_the_importtime_grouping() -> None:
+    stats = {
+        "median_ms": 300.0, "p90_ms": 320.0, "import_median_ms": 280.0,
+        "first_median_ms": 20.0, "samples": 3,
+    }  # fmt: skip
+    cold = {
+        "functions": {
+            "GetUserFunction": {**stats, "trigger": "GET /users/{user_id}", "ratio": 0.6,
+                                "p90_ratio": 0.64},
+        },
+        "fastapi": {**stats, "median_ms": 500.0, "p90_ms": 500.0, "by_route": {"get_user": {}}},
+        "importtime": {
+            "function": "GetUserFunction", "runs": 3, "total_ms": 100.0,
+            "packages_ms": {"sqlalchemy": 60.0, "(stdlib)": 30.0},
+        },
+    }  # fmt: skip
+
+    rows = report.rows({"cold": cold})
+
+    assert [row[1].split(" ")[0] for row in rows if row[0] == "cold start ms"] == [
+        "GetUser", "FastAPI"
+    ]  # fmt: skip
+    assert rows[0][6] == "PASS"
+    importtime = [row for row in rows if row[0] == "importtime self ms"]
+    assert [row[2] for row in importtime] == ["60", "30", "10"]
