@@ -23,6 +23,8 @@ from benchmarks.harness import EVENTS, ROUTES, Seed, event
 EXCLUDED: Final = {
     "MigrationsFunction": "runs once per deploy (a CloudFormation custom resource, or an "
     "operator's manual action), never on a request's path: its cold start is nobody's latency",
+    "PurgeIdempotencyKeysFunction": "an hourly EventBridge schedule that no caller waits for: "
+    "its cold start is nobody's latency",
 }
 #: The warm routes whose events :func:`benchmarks.harness.event` already builds, by function.
 HARNESS_ROUTES: Final = {
