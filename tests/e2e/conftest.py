@@ -116,9 +116,7 @@ class Client:
         return reply.body, token.body["access_token"]
 
 
-@pytest.fixture
-def api(db: None, monkeypatch: pytest.MonkeyPatch) -> Iterator[Client]:
-    """A client on a rolled-back database, with a local token signing key."""
+def _client_with_signing_key(monkeypatch: pytest.MonkeyPatch) -> Iterator[Client]:
     from blog.config import get_settings
 
     monkeypatch.setenv("JWT_SIGNING_KEY", TEST_SIGNING_KEY)
@@ -126,6 +124,19 @@ def api(db: None, monkeypatch: pytest.MonkeyPatch) -> Iterator[Client]:
     yield Client()
     monkeypatch.undo()
     get_settings.cache_clear()
+
+
+@pytest.fixture
+def api(db: None, monkeypatch: pytest.MonkeyPatch) -> Iterator[Client]:
+    """A client on a rolled-back database, with a local token signing key."""
+    yield from _client_with_signing_key(monkeypatch)
+
+
+@pytest.fixture
+def committed_api(committed_db: None, monkeypatch: pytest.MonkeyPatch) -> Iterator[Client]:
+    """The same on a database that really commits, a connection per request (races, counts of
+    connections); the tables are emptied afterwards."""
+    yield from _client_with_signing_key(monkeypatch)
 
 
 # --- the local gateway over real HTTP ---------------------------------------------------------

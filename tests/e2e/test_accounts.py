@@ -7,13 +7,11 @@ authorizer in front of protected routes) into the real handlers, in this process
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from typing import Any
 
-import pytest
 from sqlalchemy import event, text
 
-from tests.e2e.conftest import TEST_SIGNING_KEY, Client, Reply
+from tests.e2e.conftest import Client, Reply
 
 PASSWORD = "password-123"
 
@@ -35,26 +33,14 @@ def _sql(query: str, **params: Any) -> Any:
 # --- what a protected request costs --------------------------------------------------------------
 
 
-@pytest.fixture
-def real_api(committed_db: None, monkeypatch: pytest.MonkeyPatch) -> Iterator[Client]:
-    """A client whose requests open real connections (committed, emptied afterwards)."""
-    from blog.config import get_settings
-
-    monkeypatch.setenv("JWT_SIGNING_KEY", TEST_SIGNING_KEY)
-    get_settings.cache_clear()
-    yield Client()
-    monkeypatch.undo()
-    get_settings.cache_clear()
-
-
 def test_a_protected_request_opens_one_database_connection_and_the_authorizer_none(
-    real_api: Client,
+    committed_api: Client,
 ) -> None:
     from blog import db
 
     # Given a user with a post, and a count of every new database connection
-    user, token = real_api.signup("counted")
-    post = real_api.post("/posts", {"title": "t", "content": "c"}, token=token).body
+    user, token = committed_api.signup("counted")
+    post = committed_api.post("/posts", {"title": "t", "content": "c"}, token=token).body
     opened: list[str] = []
     engine = db.get_engine()
     listener = lambda *_: opened.append("connect")  # noqa: E731
@@ -71,7 +57,7 @@ def test_a_protected_request_opens_one_database_connection_and_the_authorizer_no
         for method, path, body in requests:
             # When one protected request goes through the authorizer and the handler
             opened.clear()
-            reply = real_api.request(method, path, body, token=token)
+            reply = committed_api.request(method, path, body, token=token)
             # Then it succeeded on exactly one connection: the handler's (with the caller's row)
             assert reply.status < 300, (path, reply.text)
             assert len(opened) == 1, (method, path, len(opened))

@@ -7,7 +7,6 @@ import json
 import threading
 import uuid
 from collections import Counter
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -17,7 +16,7 @@ from sqlalchemy.pool import NullPool
 
 from blog import db
 from local.functions import REPO
-from tests.e2e.conftest import TEST_SIGNING_KEY, Client, Http, Reply
+from tests.e2e.conftest import Client, Http, Reply
 
 
 def _key() -> dict[str, str]:
@@ -174,18 +173,6 @@ def test_the_scheduled_purge_deletes_expired_keys_only(api: Client) -> None:
 
 
 # --- racing duplicates, on real commits -------------------------------------------------------
-
-
-@pytest.fixture
-def committed_api(committed_db: None, monkeypatch: pytest.MonkeyPatch) -> Iterator[Client]:
-    """The in-process gateway on a database that really commits (one connection per request)."""
-    from blog.config import get_settings
-
-    monkeypatch.setenv("JWT_SIGNING_KEY", TEST_SIGNING_KEY)
-    get_settings.cache_clear()
-    yield Client()
-    monkeypatch.undo()
-    get_settings.cache_clear()
 
 
 def _race(count: int, send: Any) -> list[Any]:
