@@ -5,7 +5,6 @@ from importlib import import_module as _import_module
 
 #: What every function imports, and what allocates most of a process's long-lived objects.
 _DEPENDENCIES = (
-    "sqlalchemy.orm",
     "sqlalchemy.dialects.postgresql.pg8000",
     "pg8000.dbapi",
     "pydantic.main",

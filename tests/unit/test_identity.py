@@ -34,7 +34,7 @@ INVISIBLE = {
 
 @pytest.mark.parametrize("name", INVISIBLE)
 def test_emails_with_an_invisible_character_are_refused(name: str) -> None:
-    from blog.models import canonical_email
+    from blog.domain import canonical_email
 
     char = INVISIBLE[name]
     for email in (
@@ -85,7 +85,7 @@ SAME_ADDRESS = [
 
 @pytest.mark.parametrize(("canonical", "spelling"), SAME_ADDRESS)
 def test_every_spelling_of_an_address_normalizes_to_one(canonical: str, spelling: str) -> None:
-    from blog.models import canonical_email
+    from blog.domain import canonical_email
 
     assert canonical_email(spelling) == canonical_email(canonical) == canonical
 
@@ -93,7 +93,7 @@ def test_every_spelling_of_an_address_normalizes_to_one(canonical: str, spelling
 def test_length_is_checked_after_normalizing() -> None:
     from pydantic import ValidationError
 
-    from blog.models import EMAIL_MAX, canonical_email
+    from blog.domain import EMAIL_MAX, canonical_email
     from blog.schemas import UserCreate
 
     # 255 characters as typed, longer once the domain is IDNA-encoded: refused
@@ -112,7 +112,7 @@ def test_length_is_checked_after_normalizing() -> None:
     "email", ["user@bü_cher.de", "user@" + "ü" * 64 + ".de", "user@☃.de", "user@ü..de"]
 )
 def test_unicode_domains_that_idna_refuses_are_refused(email: str) -> None:
-    from blog.models import canonical_email
+    from blog.domain import canonical_email
 
     with pytest.raises(ValueError, match="domain"):
         canonical_email(email)
