@@ -186,7 +186,7 @@ class Request(BaseModel):
 
 
 class Response(BaseModel):
-    """Response body built from ORM rows."""
+    """Response body built from the repositories' records and rows (``from_attributes``)."""
 
     model_config = ConfigDict(from_attributes=True, defer_build=True)
 
