@@ -69,6 +69,28 @@ def test_savepoint_rollback_keeps_the_outer_work() -> None:
 
 
 @pytest.mark.usefixtures("db")
+def test_the_orm_unit_of_work_runs_on_the_layer_transaction() -> None:
+    from blog.models import Post, User, unit_of_work
+
+    # Given the ORM's unit of work: its flush order and relationships, on the same tables
+    with unit_of_work() as session:
+        user = User(**user_values(email="Orm@Example.com"))
+        user.posts.append(Post(title="by the ORM", content="c"))
+        session.add(user)
+    # Then what it wrote is committed and read back through the repositories
+    with layer_db.transaction() as conn:
+        found = UserRepository(conn).get_with_posts(user.id)
+    assert found is not None
+    assert (found.email, [p.title for p in found.posts]) == ("orm@example.com", ["by the ORM"])
+    # And an error inside rolls everything back, as in any unit of work, as a domain error
+    with pytest.raises(DuplicateError), unit_of_work() as session:
+        session.add(Post(author_id=user.id, title="lost", content="c"))
+        session.add(User(**user_values(email="orm@example.com")))
+    with layer_db.transaction() as conn:
+        assert len(UserRepository(conn).get_with_posts(user.id).posts) == 1  # type: ignore[union-attr]
+
+
+@pytest.mark.usefixtures("db")
 def test_database_errors_become_domain_errors_by_sqlstate() -> None:
     author = make_user()
     with pytest.raises(ConflictError), layer_db.transaction() as conn:
