@@ -37,7 +37,7 @@ class StatementCounter:
 # --- generic repository -------------------------------------------------------------------------
 
 
-def test_create_flushes_so_id_and_server_defaults_are_available() -> None:
+def test_create_returns_the_whole_row_with_id_and_server_defaults() -> None:
     with layer_db.transaction() as conn:
         user = UserRepository(conn).create(**user_values())
         assert user.id is not None
@@ -176,6 +176,16 @@ def test_get_with_posts_loads_posts_eagerly_in_two_queries() -> None:
         event.remove(conn, "before_cursor_execute", counter)
     assert titles == [p.title for p in posts]
     assert len([s for s in counter.statements if s.lstrip().upper().startswith("SELECT")]) == 2
+
+
+def test_get_with_posts_of_a_user_without_posts_and_of_no_user() -> None:
+    author = make_user()
+    with layer_db.transaction() as conn:
+        repo = UserRepository(conn)
+        found = repo.get_with_posts(author.id)
+        assert repo.get_with_posts(author.id + 10_000) is None
+    assert found is not None
+    assert (found.id, found.email, found.posts) == (author.id, author.email, ())
 
 
 def test_a_user_read_without_posts_cannot_be_asked_for_them() -> None:
