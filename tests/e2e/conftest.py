@@ -60,8 +60,9 @@ class Client:
         token: str | None = None,
         headers: dict[str, str] | None = None,
         raw: bytes | None = None,
+        source_ip: str = "127.0.0.1",
     ) -> Reply:
-        """Send one request; ``raw`` is sent as the body verbatim."""
+        """Send one request from ``source_ip``; ``raw`` is sent as the body verbatim."""
         from local.gateway import handle
 
         sent = {"host": "localhost", "user-agent": "tests"}
@@ -75,7 +76,7 @@ class Client:
         if token:
             sent["authorization"] = f"Bearer {token}"
         sent.update(headers or {})
-        result = handle(method, path, list(sent.items()), body)
+        result = handle(method, path, list(sent.items()), body, source_ip=source_ip)
         text = result.get("body") or ""
         response_headers = {k.lower(): str(v) for k, v in (result.get("headers") or {}).items()}
         parsed = (
