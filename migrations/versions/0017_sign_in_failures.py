@@ -7,7 +7,8 @@ Create Date: 2026-12-01
 One row per (user, client) that gave wrong passwords (the client an IPv4 address or an IPv6
 /64), and one per user (client ``*``) counting them from every client: a guesser's pause is
 their own, and the owner signing in from elsewhere is not paused by it (docs/api.md, "Tokens,
-revocation and sign-in slowing"). Rows carry ``expires_at``; the hourly purge deletes expired
+revocation and sign-in slowing"). ``attempt_until`` marks a password being checked for the pair,
+so that parallel guesses from one client are checked one at a time. Rows carry ``expires_at``; the hourly purge deletes expired
 ones through ``ix_sign_in_failures_expires_at``.
 
 A new table, empty, created in one transaction (``IF NOT EXISTS``, so a run stopped half way is
@@ -39,6 +40,7 @@ def upgrade() -> None:
         sa.Column("client", sa.String(length=64), nullable=False),
         sa.Column("failures", sa.Integer(), nullable=False),
         sa.Column("blocked_until", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("attempt_until", sa.DateTime(timezone=True), nullable=True),
         sa.Column("expires_at", sa.DateTime(timezone=True), nullable=False),
         sa.ForeignKeyConstraint(
             ["user_id"],

@@ -284,6 +284,8 @@ sign_in_failures: Final = Table(
     Column("client", String(SIGN_IN_CLIENT_MAX), primary_key=True),
     Column("failures", Integer, nullable=False),
     Column("blocked_until", DateTime(timezone=True)),
+    # A password of this pair is being checked until then (parallel guesses wait their turn).
+    Column("attempt_until", DateTime(timezone=True)),
     Column("expires_at", DateTime(timezone=True), nullable=False),
     Index("ix_sign_in_failures_expires_at", "expires_at"),
 )

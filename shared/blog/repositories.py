@@ -20,6 +20,7 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    and_,
     bindparam,
     case,
     column,
@@ -765,16 +766,62 @@ class SignInFailureRepository:
         table = sign_in_failures
         left = func.extract("epoch", table.c.blocked_until - func.now())
         rows = self.session.execute(
-            select(table.c.client, left).where(
+            select(table.c.client, left, table.c.failures).where(
                 table.c.user_id == user_id,
                 table.c.client.in_((client, ACCOUNT_WIDE)),
                 table.c.expires_at > func.now(),
             )
         ).all()
-        seconds = {name: max(float(value or 0), 0.0) for name, value in rows}
-        if client not in seconds:
-            return SignInPause(0.0, client_failed=False)
+        seconds = {name: max(float(value or 0), 0.0) for name, value, _ in rows}
+        if not any(name == client and failures > 0 for name, _, failures in rows):
+            return SignInPause(seconds.get(client, 0.0), client_failed=False)
         return SignInPause(max(seconds.values()), client_failed=True)
+
+    def begin_attempt(
+        self, user_id: int, client: str, *, window_s: int, hold_s: int
+    ) -> SignInPause:
+        """The pause for an attempt of ``client`` (see :meth:`pause`); when there is none, the
+        pair's turn to have a password checked, for at most ``hold_s`` (until
+        :meth:`record_failure` or :meth:`clear` ends it).
+
+        One ``INSERT … ON CONFLICT`` decides, so of parallel attempts from one client only one
+        is checked at a time; the others wait a second (429), as if paused. Without this, a
+        guesser sending many at once would have them all checked before the first failure
+        paused the pair.
+        """
+        pause = self.pause(user_id, client)
+        if pause.seconds > 0:
+            return pause
+        table = sign_in_failures
+        live = table.c.expires_at > func.now()
+        hold = func.now() + timedelta(seconds=hold_s)
+        free = and_(
+            or_(table.c.blocked_until.is_(None), table.c.blocked_until <= func.now()),
+            or_(table.c.attempt_until.is_(None), table.c.attempt_until <= func.now()),
+        )
+        insert = pg_insert(table).values(
+            user_id=user_id,
+            client=client,
+            failures=0,
+            attempt_until=hold,
+            expires_at=func.now() + timedelta(seconds=window_s),
+        )
+        stmt = insert.on_conflict_do_update(
+            index_elements=[table.c.user_id, table.c.client],
+            set_={
+                "attempt_until": hold,
+                # An expired row starts again from nothing.
+                "failures": case((live, table.c.failures), else_=0),
+                "blocked_until": case((live, table.c.blocked_until), else_=None),
+                "expires_at": func.greatest(
+                    table.c.expires_at, func.now() + timedelta(seconds=window_s)
+                ),
+            },
+            where=or_(~live, free),
+        ).returning(table.c.failures)
+        if self.session.execute(stmt).first() is None:
+            return SignInPause(1.0, client_failed=True)  # another attempt of it is being checked
+        return pause
 
     def record_failure(
         self, user_id: int, client: str, *, own: SlowingRule, account: SlowingRule, window_s: int
@@ -808,6 +855,7 @@ class SignInFailureRepository:
             client=client,
             failures=first,
             blocked_until=until(first),
+            attempt_until=None,
             expires_at=func.coalesce(until(first), func.now()) + window,
         )
         self.session.execute(
@@ -816,14 +864,15 @@ class SignInFailureRepository:
                 set_={
                     "failures": failures,
                     "blocked_until": until(failures),
+                    "attempt_until": None,
                     "expires_at": func.coalesce(until(failures), func.now()) + window,
                 },
             )
         )
 
     def clear(self, user_id: int, client: str) -> None:
-        """Forget the wrong passwords of ``client`` on the account (after a right one). The
-        account-wide count stays: it ends by itself."""
+        """Forget the wrong passwords of ``client`` on the account, and end its attempt (after a
+        right one). The account-wide count stays: it ends by itself."""
         table = sign_in_failures
         self.session.execute(
             delete(table).where(table.c.user_id == user_id, table.c.client == client)

@@ -244,6 +244,9 @@ def import_user_batch(users: Sequence[Mapping[str, Any]]) -> list[int]:
 
 #: The client key of a request whose address is missing or unreadable (direct invocations).
 UNKNOWN_CLIENT: Final = "unknown"
+#: Longest a sign-in attempt holds its client's turn (the function's timeout): if it never ends
+#: (the function stopped), the client's next attempt waits at most this long.
+SIGN_IN_ATTEMPT_HOLD_S: Final = 10
 
 
 def sign_in_client(address: str | None) -> str:
@@ -271,17 +274,22 @@ def authenticate(*, login: str, password: str, client: str = UNKNOWN_CLIENT) -> 
     with transaction() as session:
         users = UserRepository(session)
         user = users.get_by_email(login) if "@" in login else users.get_by_username(login)
-        pause = SignInFailureRepository(session).pause(user.id, client) if user else None
-    if pause is not None:
-        _paused(pause)
+        if user is not None:
+            settings = get_settings()
+            _paused(
+                SignInFailureRepository(session).begin_attempt(
+                    user.id,
+                    client,
+                    window_s=settings.sign_in_failure_window_s,
+                    hold_s=SIGN_IN_ATTEMPT_HOLD_S,
+                )
+            )
     hashed = user.hashed_password if user is not None else dummy_hash()
     right = verify_password(hashed, password)
-    if user is not None and not right:
-        _failed_sign_in(user.id, client)
+    if user is not None:  # ends the attempt begun above
+        (_forget_failed_sign_ins if right else _failed_sign_in)(user.id, client)
     if not right or user is None or not user.is_active:
         raise AuthenticationError("Invalid credentials")
-    if pause is not None and pause.client_failed:
-        _forget_failed_sign_ins(user.id, client)
     if needs_rehash(user.hashed_password):
         _rehash(user.id, password)
     return user

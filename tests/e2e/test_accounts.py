@@ -7,8 +7,12 @@ authorizer in front of protected routes) into the real handlers, in this process
 from __future__ import annotations
 
 import json
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+import pytest
 from sqlalchemy import event, text
 
 from tests.e2e.conftest import Client, Reply
@@ -309,6 +313,41 @@ def test_guessing_from_many_clients_meets_a_mild_account_wide_pause_with_a_small
     assert all(1 <= p <= account_cap for p in pauses), pauses
     # And the owner signing in from a client of their own is not paused by it at all
     assert _sign_in(api, "swarmed", PASSWORD, client=OWNER).status == 200
+
+
+def test_parallel_guesses_from_one_client_are_checked_one_at_a_time(
+    committed_api: Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from blog import services
+    from blog.config import get_settings
+
+    free = get_settings().sign_in_free_attempts
+    user, _ = committed_api.signup("raced")
+    # Given a password check slow enough for parallel requests to overlap it
+    check = services.verify_password
+
+    def slow_check(hashed: str, password: str) -> bool:
+        time.sleep(0.3)
+        return check(hashed, password)
+
+    monkeypatch.setattr(services, "verify_password", slow_check)
+    # When a guesser sends many wrong passwords at once, from one client
+    count = 3 * free
+    barrier = threading.Barrier(count)
+
+    def guess(_: int) -> int:
+        barrier.wait()
+        return _sign_in(committed_api, "raced", WRONG).status
+
+    with ThreadPoolExecutor(count) as pool:
+        statuses = list(pool.map(guess, range(count)))
+    # Then no more were checked than are free before the pause, the rest waited (429), and
+    # every one checked was counted
+    assert set(statuses) <= {401, 429}, statuses
+    assert 1 <= statuses.count(401) <= free, statuses
+    assert _state(user["id"])[0] == statuses.count(401)
+    # And once the turn is over, the owner from elsewhere signs in as ever
+    assert _sign_in(committed_api, "raced", PASSWORD, client=OWNER).status == 200
 
 
 def test_wrong_current_passwords_are_slowed_like_sign_ins_of_the_caller(api: Client) -> None:
