@@ -40,12 +40,14 @@ LAYER = REPO / "shared" / "blog"
 
 AUTHORIZER_ID = "AuthorizerFunction"
 ROUTE_ARN_PREFIX = "arn:aws:execute-api:eu-west-1:123456789012:local/$default"
-#: API Gateway refuses bodies past 10 MB before any function runs.
+#: API Gateway refuses bodies past 10 MB before any function runs ("Payload size", 10 MB, in
+#: https://docs.aws.amazon.com/apigateway/latest/developerguide/http-api-quotas.html).
 GATEWAY_MAX_BODY = 10 * 1024 * 1024
 #: Lambda's limit for a synchronous invocation, its event and its response alike (the figure its
 #: own error messages name).
 LAMBDA_MAX_PAYLOAD = 6_291_556
-#: How long an HTTP API waits for its integration before answering 503.
+#: How long an HTTP API waits for its integration before answering 503 ("Maximum integration
+#: timeout", 30 seconds, on the same page).
 INTEGRATION_TIMEOUT_S = 30.0
 #: How often a running invocation's process is checked (alive, memory, time).
 _WATCH_S = 0.02
@@ -182,8 +184,10 @@ def build_event(  # noqa: PLR0917 - the parts of one HTTP request
     body: bytes,
     route: Route,
     path_parameters: dict[str, str],
+    source_ip: str = "127.0.0.1",
 ) -> dict[str, Any]:
-    """An API Gateway HTTP API payload-2.0 event, as the real service builds it."""
+    """An API Gateway HTTP API payload-2.0 event, as the real service builds it (``source_ip``:
+    the TCP peer, as API Gateway gives it; never a forwarding header)."""
     now = datetime.now(UTC)
     header_map = _join([(k.lower(), v) for k, v in headers if k.lower() != "cookie"])
     cookies = [c.strip() for k, v in headers if k.lower() == "cookie" for c in v.split(";")]
@@ -202,7 +206,7 @@ def build_event(  # noqa: PLR0917 - the parts of one HTTP request
                 "method": method,
                 "path": raw_path,
                 "protocol": "HTTP/1.1",
-                "sourceIp": "127.0.0.1",
+                "sourceIp": source_ip,
                 "userAgent": header_map.get("user-agent", ""),
             },
             "requestId": secrets.token_hex(8),
@@ -278,9 +282,16 @@ def _authorize(event: dict[str, Any], route: Route, run: Any) -> dict[str, Any] 
 
 
 def handle(  # noqa: PLR0911 - each of API Gateway's own answers
-    method: str, target: str, headers: list[tuple[str, str]], body: bytes, run: Any = invoke
+    method: str,
+    target: str,
+    headers: list[tuple[str, str]],
+    body: bytes,
+    run: Any = invoke,
+    *,
+    source_ip: str = "127.0.0.1",
 ) -> dict[str, Any]:
-    """What API Gateway and Lambda answer to one request (a Lambda proxy result)."""
+    """What API Gateway and Lambda answer to one request (a Lambda proxy result) from the client
+    at ``source_ip``."""
     parts = urlsplit(target)
     found = match(method, parts.path)
     if found is None:
@@ -288,7 +299,7 @@ def handle(  # noqa: PLR0911 - each of API Gateway's own answers
     if len(body) > GATEWAY_MAX_BODY:
         return _gateway_error(413, "Request Entity Too Large")
     route, params = found
-    event = build_event(method, parts.path, parts.query, headers, body, route, params)
+    event = build_event(method, parts.path, parts.query, headers, body, route, params, source_ip)
     if payload_size(event) > LAMBDA_MAX_PAYLOAD:
         # Lambda refuses the invocation (the event, a body base64-encoded, past 6 MB) and API
         # Gateway answers 413, as for a body past its own limit.
@@ -652,7 +663,12 @@ class _RequestHandler(BaseHTTPRequestHandler):
             result = extra()
         else:
             result = handle(
-                self.command, self.path, list(self.headers.items()), body, self.server.run
+                self.command,
+                self.path,
+                list(self.headers.items()),
+                body,
+                self.server.run,
+                source_ip=str(self.client_address[0]),
             )
         self._send(result)
         elapsed_ms = (time.monotonic() - started) * 1000

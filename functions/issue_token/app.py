@@ -5,7 +5,7 @@ from typing import Annotated
 from aws_lambda_powertools.event_handler.openapi.params import Body
 
 from blog import auth, services
-from blog.http import error_responses, http_handler, make_app
+from blog.http import client_address, error_responses, http_handler, make_app
 from blog.schemas import TokenOut, TokenRequest
 
 app = make_app()
@@ -19,7 +19,8 @@ app = make_app()
     responses=error_responses(401, 422, 429),
 )
 def issue_token(body: Annotated[TokenRequest, Body()]) -> TokenOut:
-    user = services.authenticate(login=body.login, password=body.password)
+    client = services.sign_in_client(client_address(app))
+    user = services.authenticate(login=body.login, password=body.password, client=client)
     token, expires_in = auth.issue_token(user.id, user.token_version)
     return TokenOut(access_token=token, expires_in=expires_in)
 

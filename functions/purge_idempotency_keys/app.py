@@ -1,7 +1,8 @@
-"""EventBridge schedule (hourly): delete the idempotency records whose retention has passed.
+"""EventBridge schedule (hourly): delete the idempotency records whose retention has passed,
+and the sign-in failure rows already forgotten.
 
-Expired records are already ignored on read (a retry after the window does the work again);
-this keeps the table at about one window of rows.
+Expired rows are already ignored on read (a retry after the window does the work again; old
+failures no longer count); this keeps each table at about one window of rows.
 """
 
 from typing import Any
@@ -19,5 +20,9 @@ from blog.http import logger, metrics, tracer
 def lambda_handler(_event: dict[str, Any], _context: LambdaContext) -> dict[str, int]:
     deleted = services.purge_idempotency_keys()
     metrics.add_metric(name="IdempotencyKeysPurged", unit=MetricUnit.Count, value=deleted)
-    logger.info("purged expired idempotency keys", extra={"deleted": deleted})
-    return {"deleted": deleted}
+    failures = services.purge_sign_in_failures()
+    metrics.add_metric(name="SignInFailuresPurged", unit=MetricUnit.Count, value=failures)
+    logger.info(
+        "purged expired rows", extra={"deleted": deleted, "sign_in_failures_deleted": failures}
+    )
+    return {"deleted": deleted, "sign_in_failures_deleted": failures}

@@ -10,6 +10,7 @@ from blog import services
 from blog.http import (
     IfMatch,
     UserId,
+    client_address,
     current_actor,
     error_responses,
     http_handler,
@@ -34,7 +35,11 @@ def update_user(
 ) -> Response[UserOut]:
     changes = body.model_dump(exclude_unset=True)
     user = services.update_user(
-        user_id, actor=current_actor(app), if_match=precondition(if_match), **changes
+        user_id,
+        actor=current_actor(app),
+        if_match=precondition(if_match),
+        client=services.sign_in_client(client_address(app)),
+        **changes,
     )
     return ok(UserOut.model_validate(user), version=user.version)
 

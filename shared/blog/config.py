@@ -63,10 +63,18 @@ class Settings(BaseModel):
     jwt_issuer: str = "blog-api"
     jwt_audience: str = "blog-api"
     access_token_ttl: int = Field(default=900, ge=60, le=86_400)
-    # Sign-in slowing per account: after this many wrong passwords in a row sign-in pauses for
-    # 1 second, then 2, 4... with each further one, up to the longest pause.
+    # Sign-in slowing per account and client: after this many wrong passwords in a row sign-in
+    # pauses for that pair for 1 second, then 2, 4... with each further one, up to the longest
+    # pause.
     sign_in_free_attempts: int = Field(default=5, ge=1, le=100)
     sign_in_max_pause_s: int = Field(default=900, ge=1, le=86_400)
+    # Account-wide, from every client: milder, and with a small cap (at most a minute) so that it
+    # can never keep the owner out for long; clients without wrong passwords of their own for the
+    # account are not paused by it at all.
+    sign_in_account_free_attempts: int = Field(default=20, ge=1, le=10_000)
+    sign_in_account_max_pause_s: int = Field(default=10, ge=1, le=60)
+    # Failures are forgotten this long after the last one (or the end of its pause).
+    sign_in_failure_window_s: int = Field(default=900, ge=60, le=86_400)
 
     # How long the answer to a POST sent with an Idempotency-Key is kept for its retries.
     idempotency_ttl_seconds: int = Field(default=86_400, ge=60, le=7 * 86_400)

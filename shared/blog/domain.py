@@ -13,6 +13,9 @@ CONTENT_MAX: Final = 100_000
 STATUS_ACTIVE: Final = "active"
 STATUS_INACTIVE: Final = "inactive"
 IDEMPOTENCY_KEY_MAX: Final = 255
+#: Client key of the account-wide row of ``sign_in_failures`` (no address looks like it).
+ACCOUNT_WIDE: Final = "*"
+SIGN_IN_CLIENT_MAX: Final = 64
 
 
 #: Longest local part (RFC 5321).

@@ -549,6 +549,14 @@ def _context_number(value: object) -> int | None:
     return None
 
 
+def client_address(app: APIGatewayHttpResolver) -> str | None:
+    """The address the request came from, as API Gateway saw it (``requestContext.http.
+    sourceIp``: the TCP peer, not a header a client could set)."""
+    context = app.current_event.raw_event.get("requestContext") or {}
+    address = (context.get("http") or {}).get("sourceIp")
+    return address if isinstance(address, str) else None
+
+
 def current_actor(app: APIGatewayHttpResolver) -> Caller:
     """The caller, as the Lambda authorizer verified their token; 401 when there is none.
 

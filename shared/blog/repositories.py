@@ -25,6 +25,7 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    and_,
     bindparam,
     case,
     column,
@@ -42,11 +43,17 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.schema import CreateTable, DropTable
 
 from blog.config import get_settings
-from blog.domain import STATUS_ACTIVE, STATUS_INACTIVE, normalize_email, normalize_username
+from blog.domain import (
+    ACCOUNT_WIDE,
+    STATUS_ACTIVE,
+    STATUS_INACTIVE,
+    normalize_email,
+    normalize_username,
+)
 from blog.errors import ValidationError
 from blog.pagination import decode_cursor, encode_cursor
 from blog.records import IdempotencyRecord, PostRecord, UserRecord, UserWithPosts
-from blog.tables import idempotency_keys, posts, users
+from blog.tables import idempotency_keys, posts, sign_in_failures, users
 
 if TYPE_CHECKING:
     from sqlalchemy import Connection, Row
@@ -314,34 +321,6 @@ class UserRepository(Repository[UserRecord]):
         """Move the user's token version on (every token issued so far is void), with
         ``changes``; None if missing."""
         return self.update(user_id, token_version=users.c.token_version + 1, **changes)
-
-    def record_failed_sign_in(self, user_id: int, *, free: int, cap_s: int) -> None:
-        """Count a wrong password; from the ``free``-th in a row on, pause sign-in for 1, 2,
-        4… seconds (at most ``cap_s``) from now, by the database's clock."""
-        failures = users.c.failed_sign_ins + 1
-        # 2^(failures - free) seconds, capped: the exponent stops growing once past the cap.
-        exponent = func.least(failures - free, max(cap_s, 1).bit_length())
-        pause = func.least(func.power(2, exponent), cap_s)
-        self.connection.execute(
-            update(users)
-            .where(users.c.id == user_id)
-            .values(
-                failed_sign_ins=func.least(failures, 1_000_000),
-                sign_in_blocked_until=case(
-                    (failures >= free, func.now() + literal_column("interval '1 second'") * pause),
-                    else_=None,
-                ),
-                updated_at=users.c.updated_at,  # bookkeeping, not a change of the account
-            )
-        )
-
-    def clear_failed_sign_ins(self, user_id: int) -> None:
-        """Forget the wrong passwords of the user (after a right one)."""
-        self.connection.execute(
-            update(users)
-            .where(users.c.id == user_id)
-            .values(failed_sign_ins=0, sign_in_blocked_until=None, updated_at=users.c.updated_at)
-        )
 
     def activate(self, user_id: int) -> UserRecord | None:
         """Mark the user active again; None if missing."""
@@ -768,4 +747,166 @@ class IdempotencyKeyRepository:
         )
         stmt = delete(idempotency_keys).where(literal_column("ctid").in_(expired))
         result = self.connection.execute(stmt)
+        return int(result.rowcount)
+
+
+@dataclass(frozen=True, slots=True)
+class SignInPause:
+    """What the sign-in slowing says of one attempt: the seconds it must still wait (0 when it
+    may go on) and whether its client has wrong passwords of its own for the account."""
+
+    seconds: float
+    client_failed: bool
+
+
+@dataclass(frozen=True, slots=True)
+class SlowingRule:
+    """A pause of 1, 2, 4… seconds from the ``free``-th wrong password in a row on, capped."""
+
+    free: int
+    cap_s: int
+
+
+class SignInFailureRepository:
+    """Wrong passwords per (account, client) and per account (:data:`sign_in_failures`).
+
+    Core statements only; times come from the database's clock. A row past ``expires_at`` counts
+    as absent: its failures are forgotten.
+    """
+
+    def __init__(self, connection: Connection) -> None:
+        self.connection = connection
+
+    def pause(self, user_id: int, client: str) -> SignInPause:
+        """The pause for an attempt of ``client`` on the account: the pair's own, or the
+        account-wide one, which applies only to a client with wrong passwords of its own."""
+        table = sign_in_failures
+        left = func.extract("epoch", table.c.blocked_until - func.now())
+        rows = self.connection.execute(
+            select(table.c.client, left, table.c.failures).where(
+                table.c.user_id == user_id,
+                table.c.client.in_((client, ACCOUNT_WIDE)),
+                table.c.expires_at > func.now(),
+            )
+        ).all()
+        seconds = {name: max(float(value or 0), 0.0) for name, value, _ in rows}
+        if not any(name == client and failures > 0 for name, _, failures in rows):
+            return SignInPause(seconds.get(client, 0.0), client_failed=False)
+        return SignInPause(max(seconds.values()), client_failed=True)
+
+    def begin_attempt(
+        self, user_id: int, client: str, *, window_s: int, hold_s: int
+    ) -> SignInPause:
+        """The pause for an attempt of ``client`` (see :meth:`pause`); when there is none, the
+        pair's turn to have a password checked, for at most ``hold_s`` (until
+        :meth:`record_failure` or :meth:`clear` ends it).
+
+        One ``INSERT … ON CONFLICT`` decides, so of parallel attempts from one client only one
+        is checked at a time; the others wait a second (429), as if paused. Without this, a
+        guesser sending many at once would have them all checked before the first failure
+        paused the pair.
+        """
+        pause = self.pause(user_id, client)
+        if pause.seconds > 0:
+            return pause
+        table = sign_in_failures
+        live = table.c.expires_at > func.now()
+        hold = func.now() + timedelta(seconds=hold_s)
+        free = and_(
+            or_(table.c.blocked_until.is_(None), table.c.blocked_until <= func.now()),
+            or_(table.c.attempt_until.is_(None), table.c.attempt_until <= func.now()),
+        )
+        upsert = pg_insert(table).values(
+            user_id=user_id,
+            client=client,
+            failures=0,
+            attempt_until=hold,
+            expires_at=func.now() + timedelta(seconds=window_s),
+        )
+        stmt = upsert.on_conflict_do_update(
+            index_elements=[table.c.user_id, table.c.client],
+            set_={
+                "attempt_until": hold,
+                # An expired row starts again from nothing.
+                "failures": case((live, table.c.failures), else_=0),
+                "blocked_until": case((live, table.c.blocked_until), else_=None),
+                "expires_at": func.greatest(
+                    table.c.expires_at, func.now() + timedelta(seconds=window_s)
+                ),
+            },
+            where=or_(~live, free),
+        ).returning(table.c.failures)
+        if self.connection.execute(stmt).first() is None:
+            return SignInPause(1.0, client_failed=True)  # another attempt of it is being checked
+        return pause
+
+    def record_failure(
+        self, user_id: int, client: str, *, own: SlowingRule, account: SlowingRule, window_s: int
+    ) -> None:
+        """Count a wrong password of ``client`` on the account, for the pair and account-wide;
+        each row is forgotten ``window_s`` after its failure or the end of its pause."""
+        self._count(user_id, client, own, window_s)
+        self._count(user_id, ACCOUNT_WIDE, account, window_s)
+
+    def _count(self, user_id: int, client: str, rule: SlowingRule, window_s: int) -> None:
+        table = sign_in_failures
+        window = timedelta(seconds=window_s)
+
+        def until(failures: Any) -> Any:
+            # 2^(failures - free) seconds from now, capped: the exponent stops growing past the cap.
+            exponent = func.least(failures - rule.free, max(rule.cap_s, 1).bit_length())
+            pause = func.least(func.power(2, exponent), rule.cap_s)
+            return case(
+                (failures >= rule.free, func.now() + literal_column("interval '1 second'") * pause),
+                else_=None,
+            )
+
+        first: Any = literal_column("1")
+        # An expired row starts again from one failure.
+        failures = case(
+            (table.c.expires_at > func.now(), func.least(table.c.failures + 1, 1_000_000)),
+            else_=first,
+        )
+        upsert = pg_insert(table).values(
+            user_id=user_id,
+            client=client,
+            failures=first,
+            blocked_until=until(first),
+            attempt_until=None,
+            expires_at=func.coalesce(until(first), func.now()) + window,
+        )
+        self.connection.execute(
+            upsert.on_conflict_do_update(
+                index_elements=[table.c.user_id, table.c.client],
+                set_={
+                    "failures": failures,
+                    "blocked_until": until(failures),
+                    "attempt_until": None,
+                    "expires_at": func.coalesce(until(failures), func.now()) + window,
+                },
+            )
+        )
+
+    def clear(self, user_id: int, client: str) -> None:
+        """Forget the wrong passwords of ``client`` on the account, and end its attempt (after a
+        right one). The account-wide count stays: it ends by itself."""
+        table = sign_in_failures
+        self.connection.execute(
+            delete(table).where(table.c.user_id == user_id, table.c.client == client)
+        )
+
+    def purge_expired(self, limit: int) -> int:
+        """Delete up to ``limit`` expired rows, oldest first, skipping rows another transaction
+        holds; how many went."""
+        table = sign_in_failures
+        expired = table.alias("expired")
+        ctids: Select[Any] = (
+            select(literal_column("ctid"))
+            .select_from(expired)
+            .where(expired.c.expires_at < func.now())
+            .order_by(expired.c.expires_at)
+            .limit(limit)
+            .with_for_update(skip_locked=True)
+        )
+        result = self.connection.execute(delete(table).where(literal_column("ctid").in_(ctids)))
         return int(result.rowcount)

@@ -7,10 +7,10 @@ transaction.
 
 from __future__ import annotations
 
+import ipaddress
 import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Final, TypeAlias
 
 from blog.config import get_settings
@@ -35,6 +35,9 @@ from blog.repositories import (
     Page,
     PageRequest,
     PostRepository,
+    SignInFailureRepository,
+    SignInPause,
+    SlowingRule,
     UserRepository,
 )
 from blog.security import dummy_hash, hash_password, needs_rehash, verify_password
@@ -243,59 +246,96 @@ def import_user_batch(users: Sequence[Mapping[str, Any]]) -> list[int]:
 # --- reads and edits used by the HTTP API ------------------------------------------------------
 
 
-def authenticate(*, login: str, password: str) -> UserRecord:
+#: The client key of a request whose address is missing or unreadable (direct invocations).
+UNKNOWN_CLIENT: Final = "unknown"
+#: Longest a sign-in attempt holds its client's turn (the function's timeout): if it never ends
+#: (the function stopped), the client's next attempt waits at most this long.
+SIGN_IN_ATTEMPT_HOLD_S: Final = 10
+
+
+def sign_in_client(address: str | None) -> str:
+    """The client a wrong password is counted against: an IPv4 address as it is, an IPv6
+    address by its /64 (one subscriber's whole network, which costs a guesser nothing to move
+    within), an IPv4-mapped IPv6 address as its IPv4 one."""
+    try:
+        ip = ipaddress.ip_address((address or "").strip())
+    except ValueError:
+        return UNKNOWN_CLIENT
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            return str(ip.ipv4_mapped)
+        return str(ipaddress.IPv6Network((ip, 64), strict=False))
+    return str(ip)
+
+
+def authenticate(*, login: str, password: str, client: str = UNKNOWN_CLIENT) -> UserRecord:
     """The active user with this email or username and password; ``AuthenticationError`` if not.
 
     An unknown login costs a full hash verification too, so timing does not tell which part
-    was wrong; the error is the same either way. Wrong passwords in a row pause sign-in for the
-    account (:func:`_check_not_paused`).
+    was wrong; the error is the same either way. Wrong passwords pause sign-in for the account
+    and ``client`` (see :func:`sign_in_client`), and mildly for the account (:func:`_paused`).
     """
     with transaction() as connection:
         users = UserRepository(connection)
         user = users.get_by_email(login) if "@" in login else users.get_by_username(login)
-    if user is not None:
-        _check_not_paused(user)
+        if user is not None:
+            settings = get_settings()
+            _paused(
+                SignInFailureRepository(connection).begin_attempt(
+                    user.id,
+                    client,
+                    window_s=settings.sign_in_failure_window_s,
+                    hold_s=SIGN_IN_ATTEMPT_HOLD_S,
+                )
+            )
     hashed = user.hashed_password if user is not None else dummy_hash()
     right = verify_password(hashed, password)
-    if user is not None and not right:
-        _failed_sign_in(user.id)
+    if user is not None:  # ends the attempt begun above
+        (_forget_failed_sign_ins if right else _failed_sign_in)(user.id, client)
     if not right or user is None or not user.is_active:
         raise AuthenticationError("Invalid credentials")
-    if user.failed_sign_ins:
-        _forget_failed_sign_ins(user.id)
     if needs_rehash(user.hashed_password):
         _rehash(user.id, password)
     return user
 
 
-def _check_not_paused(user: UserRecord) -> None:
-    """``TooManyAttemptsError`` while the account's sign-in is paused.
+def _paused(pause: SignInPause) -> None:
+    """``TooManyAttemptsError`` while sign-in is paused for the attempt's account and client.
 
     During a pause no password is checked (a right one would tell a guesser it is right) and
-    nothing is counted, so a guesser cannot make the pause longer than one step; each step is
-    capped (``SIGN_IN_MAX_PAUSE_S``) and the pause ends by itself, so nobody can lock an
-    account for good. The API-wide throttle bounds the guessing across accounts.
+    nothing is counted, so a guesser cannot make a pause longer than one step; each step is
+    capped and ends by itself. A guesser's pause is their client's: the owner signing in from
+    another client is not slowed by it. The account-wide pause (for guessing from many clients)
+    is capped at ``SIGN_IN_ACCOUNT_MAX_PAUSE_S`` and never applies to a client without wrong
+    passwords of its own for the account.
     """
-    until = user.sign_in_blocked_until
-    if until is not None:
-        left = (until - datetime.now(UTC)).total_seconds()
-        if left > 0:
-            raise TooManyAttemptsError(math.ceil(left))
+    if pause.seconds > 0:
+        raise TooManyAttemptsError(math.ceil(pause.seconds))
 
 
-@retry_on_conflict()
-def _failed_sign_in(user_id: int) -> None:
+def _count_failure(connection: Connection, user_id: int, client: str) -> None:
     settings = get_settings()
-    with transaction() as connection:
-        UserRepository(connection).record_failed_sign_in(
-            user_id, free=settings.sign_in_free_attempts, cap_s=settings.sign_in_max_pause_s
-        )
+    SignInFailureRepository(connection).record_failure(
+        user_id,
+        client,
+        own=SlowingRule(settings.sign_in_free_attempts, settings.sign_in_max_pause_s),
+        account=SlowingRule(
+            settings.sign_in_account_free_attempts, settings.sign_in_account_max_pause_s
+        ),
+        window_s=settings.sign_in_failure_window_s,
+    )
 
 
 @retry_on_conflict()
-def _forget_failed_sign_ins(user_id: int) -> None:
+def _failed_sign_in(user_id: int, client: str) -> None:
     with transaction() as connection:
-        UserRepository(connection).clear_failed_sign_ins(user_id)
+        _count_failure(connection, user_id, client)
+
+
+@retry_on_conflict()
+def _forget_failed_sign_ins(user_id: int, client: str) -> None:
+    with transaction() as connection:
+        SignInFailureRepository(connection).clear(user_id, client)
 
 
 @retry_on_conflict()
@@ -345,12 +385,13 @@ def update_user(  # noqa: PLR0913, PLR0912 - the fields of the change, each with
     password: str | None = None,
     current_password: str | None = None,
     if_match: Precondition | None = None,
+    client: str = UNKNOWN_CLIENT,
 ) -> UserRecord:
     """Change a user's email, username or password (the user or an admin); 409 on duplicates.
 
     A new email or password needs ``current_password``, the caller's own password (an admin
     gives theirs), so a stolen token alone cannot take the account over; a wrong one counts as
-    a failed sign-in of the caller. A new password voids every token issued before.
+    a failed sign-in of the caller from ``client``. A new password voids every token issued before.
     ``if_match``: the version the caller read (see :func:`_check_version`).
     """
     changes: dict[str, Any] = {}
@@ -383,14 +424,14 @@ def update_user(  # noqa: PLR0913, PLR0912 - the fields of the change, each with
                 )
             me = users.lock(who.user_id)
             assert me is not None  # read by _resolve in this transaction
-            _check_not_paused(me)
+            # Slowed as a sign-in of the caller from this client: a stolen token is no oracle.
+            pause = SignInFailureRepository(connection).pause(me.id, client)
+            _paused(pause)
             if not verify_password(me.hashed_password, current_password):
-                users.record_failed_sign_in(
-                    me.id,
-                    free=get_settings().sign_in_free_attempts,
-                    cap_s=get_settings().sign_in_max_pause_s,
-                )
+                _count_failure(connection, me.id, client)
                 wrong_password = True
+            elif pause.client_failed:
+                SignInFailureRepository(connection).clear(me.id, client)
         if not wrong_password:
             if password is not None:
                 user = users.revoke_tokens(user_id, **changes)
@@ -566,10 +607,27 @@ def run_once(request: IdempotentRequest, work: Callable[[], StoredReply]) -> Sto
 
 def purge_idempotency_keys(*, batch: int = 5000, max_batches: int = 100) -> int:
     """Delete expired idempotency records, a batch per transaction; how many went."""
+    return _purge(
+        lambda connection: IdempotencyKeyRepository(connection).purge_expired(batch),
+        batch,
+        max_batches,
+    )
+
+
+def purge_sign_in_failures(*, batch: int = 5000, max_batches: int = 100) -> int:
+    """Delete forgotten sign-in failure rows, a batch per transaction; how many went."""
+    return _purge(
+        lambda connection: SignInFailureRepository(connection).purge_expired(batch),
+        batch,
+        max_batches,
+    )
+
+
+def _purge(step: Callable[[Connection], int], batch: int, max_batches: int) -> int:
     deleted = 0
     for _ in range(max_batches):
         with transaction() as connection:
-            count = IdempotencyKeyRepository(connection).purge_expired(batch)
+            count = step(connection)
         deleted += count
         if count < batch:
             break

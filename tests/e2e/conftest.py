@@ -15,8 +15,10 @@ import threading
 import urllib.error
 import urllib.request
 import uuid
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -30,8 +32,35 @@ TEST_SIGNING_KEY = "test-signing-key-that-is-long-enough-0123456789"
 SUMMARY = pytest.StashKey[list[str]]()
 
 
+#: Requests the e2e clients sent, and the answers of 500 or more other than a 503 with
+#: ``Retry-After`` (a database outage's documented answer), per test module.
+SENT: Counter[str] = Counter()
+SERVER_ERRORS: Counter[str] = Counter()
+
+
+def _count(status: int, headers: dict[str, str]) -> None:
+    module = os.environ.get("PYTEST_CURRENT_TEST", "?::").split("::")[0]
+    SENT[module] += 1
+    if status >= 500 and not (status == 503 and "retry-after" in headers):
+        SERVER_ERRORS[module] += 1
+
+
 def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
     lines = config.stash.get(SUMMARY, [])
+    if SENT:
+        lines = [
+            *lines,
+            "requests per module (unexpected 5xx): "
+            + ", ".join(f"{m} {n} ({SERVER_ERRORS[m]})" for m, n in sorted(SENT.items())),
+        ]
+        out = Path(str(config.rootpath)) / ".bench" / "e2e_requests.json"
+        out.parent.mkdir(exist_ok=True)
+        out.write_text(
+            json.dumps(
+                {m: {"requests": n, "5xx": SERVER_ERRORS[m]} for m, n in sorted(SENT.items())},
+                indent=2,
+            )
+        )
     if lines:
         terminalreporter.section("end-to-end summary")
         for line in lines:
@@ -60,8 +89,9 @@ class Client:
         token: str | None = None,
         headers: dict[str, str] | None = None,
         raw: bytes | None = None,
+        source_ip: str = "127.0.0.1",
     ) -> Reply:
-        """Send one request; ``raw`` is sent as the body verbatim."""
+        """Send one request from ``source_ip``; ``raw`` is sent as the body verbatim."""
         from local.gateway import handle
 
         sent = {"host": "localhost", "user-agent": "tests"}
@@ -75,7 +105,7 @@ class Client:
         if token:
             sent["authorization"] = f"Bearer {token}"
         sent.update(headers or {})
-        result = handle(method, path, list(sent.items()), body)
+        result = handle(method, path, list(sent.items()), body, source_ip=source_ip)
         text = result.get("body") or ""
         response_headers = {k.lower(): str(v) for k, v in (result.get("headers") or {}).items()}
         parsed = (
@@ -83,6 +113,7 @@ class Client:
             if text and "json" in response_headers.get("content-type", "")
             else None
         )
+        _count(int(result["statusCode"]), response_headers)
         return Reply(int(result["statusCode"]), response_headers, parsed, text)
 
     def get(self, path: str, **kwargs: Any) -> Reply:
@@ -183,7 +214,9 @@ class Http:
         except urllib.error.HTTPError as error:
             status, headers, payload = error.code, dict(error.headers), error.read()
         parsed = json.loads(payload) if payload else None
-        return HttpReply(status, {k.lower(): v for k, v in headers.items()}, parsed)
+        lowered = {k.lower(): v for k, v in headers.items()}
+        _count(status, lowered)
+        return HttpReply(status, lowered, parsed)
 
     def user(self, *, admin: bool = False) -> tuple[dict[str, Any], str]:
         """Register a new user (optionally made admin) and sign in; the user and a token."""

@@ -7,8 +7,12 @@ authorizer in front of protected routes) into the real handlers, in this process
 from __future__ import annotations
 
 import json
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+import pytest
 from sqlalchemy import event, text
 
 from tests.e2e.conftest import Client, Reply
@@ -167,82 +171,239 @@ def test_sign_out_everywhere_voids_every_token_of_the_user(api: Client) -> None:
 # --- sign-in slowing -----------------------------------------------------------------------------
 
 
-def _sign_in(api: Client, login: str, password: str) -> Reply:
-    return api.post("/auth/token", {"login": login, "password": password})
+GUESSER = "203.0.113.7"
+OWNER = "198.51.100.20"
+WRONG = "guess-guess"
 
 
-def _state(user_id: int) -> tuple[int, Any]:
+def _sign_in(api: Client, login: str, password: str, client: str = GUESSER) -> Reply:
+    return api.post("/auth/token", {"login": login, "password": password}, source_ip=client)
+
+
+def _state(user_id: int, client: str = GUESSER) -> tuple[int, Any]:
+    """Failures and pause end of the (account, client) row; (0, None) when there is none."""
     row = _sql(
-        "SELECT failed_sign_ins, sign_in_blocked_until FROM users WHERE id = :id", id=user_id
+        "SELECT coalesce(max(failures), 0), max(blocked_until) FROM sign_in_failures"
+        " WHERE user_id = :id AND client = :client AND expires_at > now()",
+        id=user_id,
+        client=client,
     )
     return int(row[0]), row[1]
 
 
-def test_sign_in_pauses_per_account_after_repeated_wrong_passwords(api: Client) -> None:
+def _end_pauses(user_id: int) -> None:
+    """Let time pass to the end of every pause of the account (the failures stay counted)."""
+    _sql(
+        "UPDATE sign_in_failures SET blocked_until = now() - interval '1 second'"
+        " WHERE user_id = :id AND blocked_until IS NOT NULL",
+        id=user_id,
+    )
+
+
+def _retry_after(reply: Reply) -> int:
+    _error(reply, 429, "too_many_attempts")
+    return int(reply.headers["retry-after"])
+
+
+def test_sign_in_pauses_per_account_and_client_after_repeated_wrong_passwords(
+    api: Client,
+) -> None:
     from blog.config import get_settings
 
     free = get_settings().sign_in_free_attempts
     user, _ = api.signup("target")
     _, bystander = api.signup("bystander")
-    # Given free - 1 wrong passwords: each an ordinary 401, and sign-in is not paused yet
+    # Given free - 1 wrong passwords from one client: each an ordinary 401, no pause yet
     for _ in range(free - 1):
-        _error(_sign_in(api, "target", "guess-guess"), 401, "unauthorized")
+        _error(_sign_in(api, "target", WRONG), 401, "unauthorized")
     assert _state(user["id"]) == (free - 1, None)
-    # When the next one is wrong too, sign-in pauses: even the right password gets 429
-    _error(_sign_in(api, "target", "guess-guess"), 401, "unauthorized")
+    # When the next one is wrong too, that client is paused: even the right password gets 429
+    _error(_sign_in(api, "target", WRONG), 401, "unauthorized")
     failures, until = _state(user["id"])
-    paused = _sign_in(api, "target@example.com", PASSWORD)
-    _error(paused, 429, "too_many_attempts")
-    assert 1 <= int(paused.headers["retry-after"]) <= 2
+    assert 1 <= _retry_after(_sign_in(api, "target@example.com", PASSWORD)) <= 2
     # And guessing during the pause neither counts nor makes the pause longer
     for _ in range(5):
-        _error(_sign_in(api, "target", "guess-guess"), 429, "too_many_attempts")
+        _error(_sign_in(api, "target", WRONG), 429, "too_many_attempts")
     assert _state(user["id"]) == (failures, until)
     # Other accounts sign in as ever
     assert _sign_in(api, "bystander", PASSWORD).status == 200
     assert api.get("/users", token=bystander).status == 200
-    # Once the pause is over, the next wrong password doubles it
-    _sql("UPDATE users SET sign_in_blocked_until = now() - interval '1 second' WHERE id = :id",
-         id=user["id"])  # fmt: skip
-    _error(_sign_in(api, "target", "guess-guess"), 401, "unauthorized")
-    doubled = _sign_in(api, "target", PASSWORD)
-    assert 2 <= int(doubled.headers["retry-after"]) <= 3, doubled.headers
-    # And the right password after a pause signs in and forgets the failures
-    _sql("UPDATE users SET sign_in_blocked_until = now() - interval '1 second' WHERE id = :id",
-         id=user["id"])  # fmt: skip
+    # The right password after the pause signs in and forgets that client's failures
+    _end_pauses(user["id"])
     assert _sign_in(api, "target", PASSWORD).status == 200
     assert _state(user["id"]) == (0, None)
 
 
-def test_a_guesser_cannot_lock_an_account_for_longer_than_the_cap(api: Client) -> None:
+def test_a_guesser_is_slowed_while_the_owner_signs_in_from_another_client_at_once(
+    api: Client,
+) -> None:
     from blog.config import get_settings
 
     cap = get_settings().sign_in_max_pause_s
+    free = get_settings().sign_in_free_attempts
     user, _ = api.signup("besieged")
-    # Given an account that a guesser has hammered a million times
-    _sql("UPDATE users SET failed_sign_ins = 1000000 WHERE id = :id", id=user["id"])
-    # When one more guess is wrong, the pause is the cap, not 2^1000000 seconds
-    _error(_sign_in(api, "besieged", "guess-guess"), 401, "unauthorized")
-    paused = _sign_in(api, "besieged", PASSWORD)
-    _error(paused, 429, "too_many_attempts")
-    assert cap - 5 <= int(paused.headers["retry-after"]) <= cap
-    # And the pause ends by itself: the real user then signs in
-    _sql("UPDATE users SET sign_in_blocked_until = now() WHERE id = :id", id=user["id"])
+    # Given a guesser who keeps guessing from one client, each pause ended by the clock
+    pauses = []
+    for _ in range(free - 1):
+        _error(_sign_in(api, "besieged", WRONG), 401, "unauthorized")
+    for _ in range(12):
+        _error(_sign_in(api, "besieged", WRONG), 401, "unauthorized")
+        pauses.append(_retry_after(_sign_in(api, "besieged", WRONG)))
+        # Then, all the while, the owner from elsewhere signs in at once
+        assert _sign_in(api, "besieged", PASSWORD, client=OWNER).status == 200
+        _end_pauses(user["id"])
+    # The guesser's pause doubles with each further wrong password, up to the cap
+    expected = [min(2**n, cap) for n in range(12)]
+    assert all(want <= got <= want + 1 for want, got in zip(expected, pauses, strict=True)), pauses
+    # And however long it went on, one more wrong password pauses for the cap, not 2^1000000 s
+    _sql(
+        "UPDATE sign_in_failures SET failures = 1000000 WHERE user_id = :id AND client = :c",
+        id=user["id"],
+        c=GUESSER,
+    )
+    _error(_sign_in(api, "besieged", WRONG), 401, "unauthorized")
+    assert cap - 5 <= _retry_after(_sign_in(api, "besieged", PASSWORD)) <= cap
+    assert _sign_in(api, "besieged", PASSWORD, client=OWNER).status == 200
+    # And a pause ends by itself: the guesser's client then gets through with the right password
+    _end_pauses(user["id"])
     assert _sign_in(api, "besieged", PASSWORD).status == 200
 
 
-def test_wrong_current_passwords_count_as_failed_sign_ins(api: Client) -> None:
+def test_an_ipv6_client_is_one_client_across_its_64(api: Client) -> None:
+    from blog.config import get_settings
+
+    user, _ = api.signup("six")
+    # Given wrong passwords from addresses all over one /64
+    for n in range(get_settings().sign_in_free_attempts):
+        _error(_sign_in(api, "six", WRONG, client=f"2001:db8:1:2::{n + 1:x}"), 401, "unauthorized")
+    # Then any address of that /64 is paused, while the next /64 is not
+    _retry_after(_sign_in(api, "six", PASSWORD, client="2001:db8:1:2:ffff:ffff:ffff:ffff"))
+    assert _sign_in(api, "six", PASSWORD, client="2001:db8:1:3::1").status == 200
+    assert _state(user["id"], "2001:db8:1:2::/64")[0] == get_settings().sign_in_free_attempts
+
+
+def test_guessing_from_many_clients_meets_a_mild_account_wide_pause_with_a_small_cap(
+    api: Client,
+) -> None:
+    from blog.config import get_settings
+
+    settings = get_settings()
+    account_free, account_cap = (
+        settings.sign_in_account_free_attempts,
+        settings.sign_in_account_max_pause_s,
+    )
+    assert account_cap <= 60  # the documented bound: never more than a minute
+    user, _ = api.signup("swarmed")
+    bots = [f"192.0.2.{n}" for n in range(1, account_free + 1)]
+    # Given one wrong password from each of many clients: none of them paused on its own
+    for bot in bots[:-1]:
+        _error(_sign_in(api, "swarmed", WRONG, client=bot), 401, "unauthorized")
+    assert _state(user["id"], "*")[1] is None
+    _error(_sign_in(api, "swarmed", WRONG, client=bots[-1]), 401, "unauthorized")
+    # Then the account-wide pause engages for every client that guessed before
+    first = _retry_after(_sign_in(api, "swarmed", PASSWORD, client=bots[0]))
+    assert 1 <= first <= 2
+    # And however long the swarm goes on, the pause stays within its cap
+    pauses = []
+    for _ in range(10):
+        _end_pauses(user["id"])
+        _error(_sign_in(api, "swarmed", WRONG, client=bots[1]), 401, "unauthorized")
+        pauses.append(_retry_after(_sign_in(api, "swarmed", WRONG, client=bots[2])))
+    assert max(pauses) == account_cap, pauses
+    assert all(1 <= p <= account_cap for p in pauses), pauses
+    # And the owner signing in from a client of their own is not paused by it at all
+    assert _sign_in(api, "swarmed", PASSWORD, client=OWNER).status == 200
+
+
+def test_parallel_guesses_from_one_client_are_checked_one_at_a_time(
+    committed_api: Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from blog import services
+    from blog.config import get_settings
+
+    free = get_settings().sign_in_free_attempts
+    user, _ = committed_api.signup("raced")
+    # Given a password check slow enough for parallel requests to overlap it
+    check = services.verify_password
+
+    def slow_check(hashed: str, password: str) -> bool:
+        time.sleep(0.3)
+        return check(hashed, password)
+
+    monkeypatch.setattr(services, "verify_password", slow_check)
+    # When a guesser sends many wrong passwords at once, from one client
+    count = 3 * free
+    barrier = threading.Barrier(count)
+
+    def guess(_: int) -> int:
+        barrier.wait()
+        return _sign_in(committed_api, "raced", WRONG).status
+
+    with ThreadPoolExecutor(count) as pool:
+        statuses = list(pool.map(guess, range(count)))
+    # Then no more were checked than are free before the pause, the rest waited (429), and
+    # every one checked was counted
+    assert set(statuses) <= {401, 429}, statuses
+    assert 1 <= statuses.count(401) <= free, statuses
+    assert _state(user["id"])[0] == statuses.count(401)
+    # And once the turn is over, the owner from elsewhere signs in as ever
+    assert _sign_in(committed_api, "raced", PASSWORD, client=OWNER).status == 200
+
+
+def test_wrong_current_passwords_are_slowed_like_sign_ins_of_the_caller(api: Client) -> None:
     from blog.config import get_settings
 
     user, token = api.signup("tokenthief")
-    change = {"email": "mine@example.com", "current_password": "guess-guess"}
+    change = {"email": "mine@example.com", "current_password": WRONG}
+
+    def patch(body: dict[str, Any], client: str = GUESSER) -> Reply:
+        return api.request("PATCH", f"/users/{user['id']}", body, token=token, source_ip=client)
+
+    # Given a stolen token guessing the current password from one client
     for _ in range(get_settings().sign_in_free_attempts):
-        _error(
-            api.patch(f"/users/{user['id']}", change, token=token), 403, "current_password_invalid"
-        )
+        _error(patch(change), 403, "current_password_invalid")
+    # Then that client is paused, for changes and sign-ins alike, even with the right password
     right = {**change, "current_password": PASSWORD}
-    _error(api.patch(f"/users/{user['id']}", right, token=token), 429, "too_many_attempts")
-    _error(_sign_in(api, "tokenthief", PASSWORD), 429, "too_many_attempts")
+    assert 1 <= _retry_after(patch(right)) <= 2
+    _retry_after(_sign_in(api, "tokenthief", PASSWORD))
+    # And the pause grows with each further wrong guess once it has ended
+    _end_pauses(user["id"])
+    _error(patch(change), 403, "current_password_invalid")
+    assert 2 <= _retry_after(patch(change)) <= 3
+    # While the owner, elsewhere, signs in and changes their email
+    assert _sign_in(api, "tokenthief", PASSWORD, client=OWNER).status == 200
+    changed = patch(right, client=OWNER)
+    assert changed.status == 200, changed.text
+    assert changed.body["email"] == "mine@example.com"
+
+
+def test_expired_sign_in_failures_are_forgotten_and_purged(api: Client) -> None:
+    from blog import services
+    from blog.config import get_settings
+
+    user, _ = api.signup("forgetful")
+    free = get_settings().sign_in_free_attempts
+    for _ in range(free):
+        _error(_sign_in(api, "forgetful", WRONG), 401, "unauthorized")
+    _retry_after(_sign_in(api, "forgetful", PASSWORD))
+    # Given rows whose window has passed
+    _sql(
+        "UPDATE sign_in_failures SET expires_at = now() - interval '1 second',"
+        " blocked_until = now() - interval '2 seconds' WHERE user_id = :id",
+        id=user["id"],
+    )
+    # Then they no longer count: one more wrong password starts again from one
+    _error(_sign_in(api, "forgetful", WRONG), 401, "unauthorized")
+    assert _state(user["id"]) == (1, None)
+    # And the purge deletes the expired ones (the account-wide row here) and keeps the live one
+    _sql(
+        "UPDATE sign_in_failures SET expires_at = now() - interval '1 second'"
+        " WHERE user_id = :id AND client = '*'",
+        id=user["id"],
+    )
+    assert services.purge_sign_in_failures(batch=1) == 1
+    left = _sql("SELECT array_agg(client) FROM sign_in_failures WHERE user_id = :id", id=user["id"])
+    assert left[0] == [GUESSER]
 
 
 # --- privacy -------------------------------------------------------------------------------------

@@ -18,6 +18,7 @@ How many test cases and HTTP requests were generated is printed in pytest's term
 
 from __future__ import annotations
 
+import json
 import re
 import time
 import uuid
@@ -246,6 +247,22 @@ def world(request: pytest.FixtureRequest, http: Http) -> Iterator[None]:
         f"schemathesis: {TALLY['cases']} test cases, {TALLY['requests']} requests "
         f"in {time.monotonic() - started:.0f} s (statuses {statuses}); "
         f"{TALLY['accounts']} accounts signed up for the callers"
+    )
+    server_errors = sum(n for key, n in TALLY.items() if key.startswith("status 5"))
+    out = REPO / ".bench" / "schemathesis.json"
+    out.parent.mkdir(exist_ok=True)
+    out.write_text(
+        json.dumps(
+            {
+                "cases": TALLY["cases"],
+                "requests": TALLY["requests"],
+                "5xx": server_errors,
+                "statuses": {
+                    k.removeprefix("status "): n for k, n in sorted(TALLY.items()) if " " in k
+                },
+            },
+            indent=2,
+        )
     )
 
 

@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
+from sqlalchemy import create_engine, text
+from sqlalchemy.pool import NullPool
 
 from tests.e2e.conftest import TEST_SIGNING_KEY, Http, start_gateway, stop_gateway
 from tests.e2e.conftest import HttpReply as Reply
@@ -160,6 +162,22 @@ def test_sign_in_for_each_kind_of_caller(http: Http) -> None:
         "POST", "/auth/token", {"login": world.owner["username"], "password": "password-123"}
     )
     assert good.status == 200
+
+
+def test_wrong_passwords_are_counted_against_the_tcp_peer_not_a_header(http: Http) -> None:
+    user, _ = http.user()
+    # A forwarding header is the client's to write: it must not choose the client key
+    spoofed = {"X-Forwarded-For": "203.0.113.9", "Forwarded": "for=203.0.113.9"}
+    body = {"login": user["username"], "password": "guess-guess"}
+    assert http.call("POST", "/auth/token", body, headers=spoofed).status == 401
+    engine = create_engine(http.database_url, poolclass=NullPool)
+    with engine.connect() as conn:
+        clients = conn.execute(
+            text("SELECT client FROM sign_in_failures WHERE user_id = :id ORDER BY client"),
+            {"id": user["id"]},
+        ).scalars()
+        assert list(clients) == ["*", "127.0.0.1"]
+    engine.dispose()
 
 
 # --- error statuses over HTTP -----------------------------------------------------------------

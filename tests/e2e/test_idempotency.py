@@ -168,7 +168,10 @@ def test_the_scheduled_purge_deletes_expired_keys_only(api: Client) -> None:
             {"past": datetime.now(UTC) - timedelta(hours=1)},
         )
     scheduled = json.loads((REPO / "events" / "purge_idempotency_keys.json").read_text())
-    assert invoke("PurgeIdempotencyKeysFunction", scheduled) == {"deleted": 2}
+    assert invoke("PurgeIdempotencyKeysFunction", scheduled) == {
+        "deleted": 2,
+        "sign_in_failures_deleted": 0,
+    }
     assert _count("idempotency_keys") == 1
 
 

@@ -116,7 +116,7 @@ def test_a_function_imported_and_invoked_once_never_loads_the_orm(
     result = json.loads(done.stdout.strip().splitlines()[-1])
     # Then the call did its work
     if function.logical_id in EXCLUDED:
-        assert set(result["response"]) == {"deleted"}
+        assert "deleted" in result["response"], result["response"]
     else:
         assert succeeded(function.logical_id, _outcome(result["response"])), result["response"]
     # And neither the import nor the first call loaded the ORM
@@ -129,5 +129,6 @@ def test_the_orm_classes_map_onto_the_core_tables() -> None:
     from blog import models, tables
 
     assert models.Base.metadata is tables.metadata
-    mapped = {m.class_.__table__.name: m.class_ for m in models.Base.registry.mappers}
-    assert {name: cls.__table__ for name, cls in mapped.items()} == dict(tables.metadata.tables)
+    mapped = {m.class_.__table__.name: m.class_.__table__ for m in models.Base.registry.mappers}
+    assert set(mapped) == {"users", "posts", "idempotency_keys"}  # sign_in_failures: Core only
+    assert all(table is tables.metadata.tables[name] for name, table in mapped.items())

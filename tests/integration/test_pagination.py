@@ -14,7 +14,7 @@ import pytest
 from sqlalchemy import text
 
 from blog import db as layer_db
-from blog.domain import CONTENT_MAX, TITLE_MAX
+from blog.domain import CONTENT_MAX, EMAIL_MAX, TITLE_MAX, USERNAME_MAX
 from blog.pagination import CURSOR_VERSION, encode_cursor
 from blog.records import PostRecord, UserRecord
 from blog.repositories import MAX_OFFSET, TOTAL_EXACT_MAX
@@ -367,15 +367,30 @@ def test_the_largest_possible_page_stays_far_below_lambdas_response_limit(
                 "author": author.id,
             },
         )
+        # And a page of users with the longest usernames (4-byte characters) and emails, seen
+        # by an admin (who sees the emails)
+        conn.execute(
+            text(
+                "INSERT INTO users (username, email, hashed_password)"
+                " SELECT repeat(:char, :username_max - 4) || lpad(n::text, 4, '0'),"
+                " lpad(n::text, 64, 'a') || '@' || repeat('b', :email_max - 69) || '.com', 'x'"
+                " FROM generate_series(1, 100) AS n"
+            ),
+            {"char": "\U0001f600", "username_max": USERNAME_MAX, "email_max": EMAIL_MAX},
+        )
+    admin = make_user(is_admin=True)
     # When the largest page is asked for, of every list
-    replies = [
-        get("/posts", page_size=100),
-        get(f"/users/{author.id}/posts", as_user=author.id, page_size=100, include_drafts="true"),
-    ]
-    # Then each holds 100 posts and stays far below Lambda's 6 MB (an excerpt, not the content)
-    for reply in replies:
-        assert len(reply["json"]["items"]) == 100
+    replies = {
+        "GET /posts": get("/posts", page_size=100),
+        "GET /users/{id}/posts": get(
+            f"/users/{author.id}/posts", as_user=author.id, page_size=100, include_drafts="true"
+        ),
+        "GET /users": get("/users", as_user=admin.id, page_size=100),
+    }
+    # Then each holds 100 items and stays far below Lambda's 6 MB (an excerpt, not the content)
+    for route, reply in replies.items():
+        assert len(reply["json"]["items"]) == 100, route
         size = len(reply["body"].encode())
         assert size < LAMBDA_RESPONSE_LIMIT / 10
         with capsys.disabled():
-            print(f"\nlargest page: {size:,} bytes")  # noqa: T201
+            print(f"\nlargest page of {route}: {size:,} bytes")  # noqa: T201
