@@ -565,10 +565,12 @@ def parse_import_message(body: str | bytes) -> list[ImportedUserData]:
     """
     adapter, checks = _import_fast_path()
     users: list[dict[str, Any]] | None
+    given_by: dict[str, int] = {}  # how many users give each optional field
     try:
         users = adapter.validate_json(body)["users"]
         for name, required, field_checks in checks:
             owners = users if required else [u for u in users if u.get(name) is not None]
+            given_by[name] = len(owners)
             given = list(map(itemgetter(name), owners))
             values = given
             column = _COLUMN_CHECKS.get(field_checks)
@@ -582,9 +584,14 @@ def parse_import_message(body: str | bytes) -> list[ImportedUserData]:
                     user[name] = value
     except (PydanticValidationError, ValueError, AssertionError):  # what a validator may raise
         users = None
-    # ImportedUser's model validator: exactly one secret (a missing key counts as null).
-    if users is None or any(
-        (user.get("password") is None) == (user.get("hashed_password") is None) for user in users
+    # ImportedUser's model validator: exactly one secret (a missing key counts as null); when all
+    # users give the same one and none the other, it holds without looking at each.
+    if users is None or (
+        sorted((given_by.get("password", 0), given_by.get("hashed_password", 0))) != [0, len(users)]
+        and any(
+            (user.get("password") is None) == (user.get("hashed_password") is None)
+            for user in users
+        )
     ):
         message = ImportMessage.model_validate_json(body)  # raises; a model is the reference
         return [cast("ImportedUserData", user.model_dump()) for user in message.users]

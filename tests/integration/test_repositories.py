@@ -410,6 +410,18 @@ def test_copy_upsert_twice_in_one_transaction_and_after_a_failure() -> None:
     assert len(first + second) == len(set(first + second)) == 3
 
 
+def test_copy_upsert_ids_match_their_emails_whatever_characters_the_emails_hold() -> None:
+    # Every candidate separator is in some email: the ids are then looked up, not taken as written.
+    odd = ["new\nline@example.com", "a\ttab@example.com", "a space@example.com", "a,b@example.com"]
+    existing = make_user(email="old@example.com")
+    for emails in (odd, [*odd, existing.email], ["x@example.com", existing.email]):
+        rows = [user_values(email=email) for email in emails]
+        with layer_db.transaction() as session:
+            ids = UserRepository(session).copy_upsert(rows)
+            stored = {row.email: row.id for row in session.execute(select(User.email, User.id))}
+        assert ids == [stored[email] for email in emails]
+
+
 def test_copy_upsert_is_a_fixed_number_of_statements() -> None:
     counter = StatementCounter()
     rows = [user_values(hashed_password="h") for _ in range(500)]
@@ -419,7 +431,8 @@ def test_copy_upsert_is_a_fixed_number_of_statements() -> None:
             UserRepository(session).copy_upsert(rows)
         finally:
             event.remove(session.connection(), "before_cursor_execute", counter)
-    # CREATE TEMPORARY TABLE, INSERT … SELECT with the ids, DROP TABLE (the COPY is the driver's)
+    # CREATE TEMPORARY TABLE, INSERT … SELECT with the ids, DROP TABLE (the COPY is the driver's):
+    # every row is new, so the ids come with the upsert and none is looked up afterwards
     assert len(counter.statements) == 3
     assert not any("example.com" in statement for statement in counter.statements)
 
