@@ -591,13 +591,20 @@ POST_LIST_COLUMNS: Final = (
     Post.updated_at,
 )
 NEWEST_FIRST: Final = (Post.created_at, Post.id)
-# show_trgm pads each word with spaces; a trigram without one comes from three word characters.
-_HAS_TRIGRAM: Final = select(
-    select(literal_column("1"))
-    .select_from(func.unnest(func.show_trgm(bindparam("text", type_=Text))).alias("t"))
-    .where(func.strpos(literal_column("t"), " ") == 0)
-    .exists()
-)
+
+
+def _has_trigram(text: ColumnElement[str]) -> ColumnElement[bool]:
+    """Whether ``text`` holds a trigram: show_trgm pads each word with spaces, so a trigram
+    without one comes from three word characters (letters or digits, as the locale decides)."""
+    return (
+        select(literal_column("1"))
+        .select_from(func.unnest(func.show_trgm(text)).alias("t"))
+        .where(func.strpos(literal_column("t"), " ") == 0)
+        .exists()
+    )
+
+
+_HAS_TRIGRAM: Final = select(_has_trigram(bindparam("text", type_=Text)))
 
 
 class PostRepository(Repository[Post]):
@@ -641,7 +648,8 @@ class PostRepository(Repository[Post]):
     def searchable(self, text: str) -> bool:
         """Whether ``text`` holds a trigram, so that a search is answered from the trigram indexes
         (a pattern without one would scan them whole): some run of three characters that the
-        database counts as letters or digits (its locale decides which are)."""
+        database counts as letters or digits (its locale decides which are). :meth:`feed_list`
+        asks the same inside its own statement."""
         return bool(self.session.scalar(_HAS_TRIGRAM, {"text": text}))
 
     def search_query(self, text: str, *, published_only: bool = True) -> Select[Post]:
@@ -663,12 +671,18 @@ class PostRepository(Repository[Post]):
     @staticmethod
     def feed_list(text: str | None = None) -> ListQuery:
         """``GET /posts``: published posts newest first (``ix_posts_published_created_at_id``);
-        with ``text``, only those matching it (the trigram indexes)."""
+        with ``text``, only those matching it (the trigram indexes), and none at all unless
+        ``text`` holds a trigram (:meth:`searchable`, here a one-time filter of the statement, so
+        a text without one reads no index): a search that finds posts needs no other question."""
         stmt = select(*POST_LIST_COLUMNS).where(Post.published)
         if text is None:
             return ListQuery(stmt, NEWEST_FIRST, True, "posts")
+        searchable = _has_trigram(bindparam("q", text, type_=Text))
         return ListQuery(
-            stmt.where(PostRepository.matching(text)), NEWEST_FIRST, True, f"posts?q={text}"
+            stmt.where(searchable, PostRepository.matching(text)),
+            NEWEST_FIRST,
+            True,
+            f"posts?q={text}",
         )
 
     @staticmethod

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 from sqlalchemy import event, select, text
 from sqlalchemy.exc import InvalidRequestError
@@ -438,6 +440,28 @@ def test_copy_upsert_is_a_fixed_number_of_statements() -> None:
 
 
 # --- posts ---------------------------------------------------------------------------------------
+
+
+def _plan_nodes(plan: dict[str, Any]) -> list[dict[str, Any]]:
+    return [plan, *(node for child in plan.get("Plans", []) for node in _plan_nodes(child))]
+
+
+@pytest.mark.parametrize(("q", "reads_posts"), [("kumquat", True), ("%%%", False), ("ab", False)])
+def test_a_search_reads_posts_only_when_its_text_holds_a_trigram(q: str, reads_posts: bool) -> None:
+    make_post(make_user(), published=True, title="kumquat %%% ab")
+    stmt = PostRepository.feed_list(q).stmt
+    with layer_db.transaction() as session:
+        connection = session.connection()
+        compiled = stmt.compile(dialect=connection.dialect)
+        params = tuple(compiled.params[name] for name in compiled.positiontup or ())
+        plan = connection.exec_driver_sql(
+            f"EXPLAIN (ANALYZE, FORMAT JSON) {compiled}", params
+        ).scalar()
+        found = session.execute(stmt).all()
+    scans = [n for n in _plan_nodes(plan[0]["Plan"]) if n.get("Relation Name") == "posts"]
+    assert scans
+    assert any(n["Actual Loops"] > 0 for n in scans) is reads_posts
+    assert len(found) == (1 if reads_posts else 0)
 
 
 def test_get_published_is_newest_first_and_hides_drafts() -> None:
