@@ -25,6 +25,7 @@ from __future__ import annotations
 import importlib
 import os
 import random
+import socket
 import sys
 from collections.abc import Callable
 from contextlib import suppress
@@ -159,7 +160,7 @@ def _prepare_routes() -> None:
     if "aws_lambda_powertools.event_handler" not in sys.modules:
         return  # not an HTTP function
     for app in _resolvers():
-        for route in [*app._static_routes, *app._dynamic_routes]:  # noqa: SLF001 - no public list
+        for route in [*app._static_routes, *app._dynamic_routes]:  # no public list of them
             _ = route.dependant
             _ = route.body_field
 
@@ -200,22 +201,34 @@ def forget_connections_and_credentials() -> None:
     if db is not None:
         if db.get_engine.cache_info().currsize:
             db.get_engine().dispose(close=True)
-        db._salted_password.cache_clear()  # noqa: SLF001 - derived from the password
-        db._credentials_from_url.cache_clear()  # noqa: SLF001 - may hold a password
+        db._salted_password.cache_clear()  # derived from the password
+        db._credentials_from_url.cache_clear()  # may hold a password
     constants = sys.modules.get("aws_lambda_powertools.utilities.parameters.constants")
     if constants is not None:
         # The providers hold the fetched values and a boto3 client with its connection pool.
         constants.DEFAULT_PROVIDERS.clear()
 
 
-def held() -> dict[str, int]:
-    """What the process holds that a snapshot must not: open sockets, cached secrets, SCRAM keys
-    and parsed credentials (counts)."""
-    sockets = 0
-    with suppress(OSError):  # no procfs: sockets are not counted
-        for fd in os.listdir("/proc/self/fd"):
+def _stream_sockets() -> int:
+    """Open stream (TCP or Unix) sockets of the process; not datagram ones (the X-Ray SDK's UDP
+    emitter keeps one, connectionless, to the daemon's fixed address)."""
+    count = 0
+    with suppress(OSError):  # no procfs: nothing counted
+        for name in os.listdir("/proc/self/fd"):
             with suppress(OSError):
-                sockets += os.readlink(f"/proc/self/fd/{fd}").startswith("socket:")
+                if os.readlink(f"/proc/self/fd/{name}").startswith("socket:"):
+                    probe = socket.socket(fileno=int(name))  # borrows the descriptor
+                    try:
+                        count += probe.type == socket.SOCK_STREAM
+                    finally:
+                        probe.detach()  # and gives it back, open
+    return count
+
+
+def held() -> dict[str, int]:
+    """What the process holds that a snapshot must not (counts): open connections (stream
+    sockets), fetched secrets, SCRAM keys, parsed credentials."""
+    connections = _stream_sockets()
     secrets = 0
     constants = sys.modules.get("aws_lambda_powertools.utilities.parameters.constants")
     if constants is not None:
@@ -223,9 +236,14 @@ def held() -> dict[str, int]:
     scram = credentials = 0
     db = sys.modules.get("blog.db")
     if db is not None:
-        scram = db._salted_password.cache_info().currsize  # noqa: SLF001
-        credentials = db._credentials_from_url.cache_info().currsize  # noqa: SLF001
-    return {"sockets": sockets, "secrets": secrets, "scram_keys": scram, "credentials": credentials}
+        scram = db._salted_password.cache_info().currsize
+        credentials = db._credentials_from_url.cache_info().currsize
+    return {
+        "connections": connections,
+        "secrets": secrets,
+        "scram_keys": scram,
+        "credentials": credentials,
+    }
 
 
 def reset_cold_start_flags() -> None:
