@@ -91,7 +91,9 @@ def _restored(job: dict[str, Any], result_file: str, name: str, sampled: int) ->
     hooks = sys.modules.get("blog.snapstart")
     if hooks is None:
         raise RuntimeError(f"{job['handler']} does not register the SnapStart hooks")
-    hooks.run_before_snapshot()
+    run_hooks = job.get("hooks", True)  # False: a bare fork, to see what the hooks change
+    if run_hooks:
+        hooks.run_before_snapshot()
     snapshot = time.perf_counter()
     reader, writer = os.pipe()
     pid = os.fork()
@@ -99,7 +101,8 @@ def _restored(job: dict[str, Any], result_file: str, name: str, sampled: int) ->
         os.close(reader)
         os.environ["AWS_LAMBDA_INITIALIZATION_TYPE"] = "snap-start"
         cpu, restored = time.process_time(), time.perf_counter()
-        hooks.run_after_restore()
+        if run_hooks:
+            hooks.run_after_restore()
         hooked = time.perf_counter()
         response = _invoke(handler, job["events"][0], name, sampled)
         done = time.perf_counter()
