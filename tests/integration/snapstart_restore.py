@@ -65,6 +65,26 @@ def _restore(handler: Any, event: dict[str, Any], state: Any) -> dict[str, Any]:
     }
 
 
+def _deferred() -> list[str]:
+    """The layer's models and the function's routes whose validation is not built yet."""
+    from pydantic import BaseModel
+
+    from blog import schemas
+    from local.functions import functions, load_module
+
+    app = load_module(functions()["GetPostFunction"]).app
+    models = [
+        name
+        for name, model in vars(schemas).items()
+        if isinstance(model, type)
+        and issubclass(model, BaseModel)
+        and model.__module__ == schemas.__name__
+        and not model.__pydantic_complete__
+    ]
+    routes = [r.path for r in [*app._static_routes, *app._dynamic_routes] if r._dependant is None]
+    return models + routes
+
+
 def _fork(handler: Any, event: dict[str, Any], state: Any) -> dict[str, Any]:
     reader, writer = os.pipe()
     pid = os.fork()
@@ -109,9 +129,12 @@ def main() -> int:
         from blog import snapstart
 
         held_after_import = snapstart.held()
+        deferred_after_import = _deferred()
         snapstart.run_before_snapshot()
         snapshot = {
             "held": snapstart.held(),
+            "deferred_after_import": deferred_after_import,
+            "deferred": _deferred(),
             "runtime_hooks": snapstart.RUNTIME_HOOKS,
             "cold_start": snapstart.cold_start_flags(),
         }

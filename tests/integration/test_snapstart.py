@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlalchemy import text
 from sqlalchemy.engine import make_url
 
 from blog import auth, snapstart
@@ -88,6 +89,10 @@ def report(database_url: str) -> dict[str, Any]:
 def test_the_snapshot_holds_no_connection_secret_or_token(report: dict[str, Any]) -> None:
     assert report["held_after_import"] == NOTHING_HELD
     assert report["snapshot"]["held"] == NOTHING_HELD
+    # and it holds the models a first request would otherwise build
+    assert "PostOut" in report["snapshot"]["deferred_after_import"]
+    assert "/posts/<post_id>" in report["snapshot"]["deferred_after_import"]
+    assert report["snapshot"]["deferred"] == []
     assert report["snapshot"]["runtime_hooks"] is False  # the local registry ran them
     # Nothing was invoked before the snapshot: Powertools still has its first call to report.
     assert all(report["snapshot"]["cold_start"].values())
@@ -184,3 +189,36 @@ def test_hooks_run_in_the_runtimes_order() -> None:
     # and the layer's own: prime before the snapshot, refresh after each restore
     assert [hook[0] for hook in snapstart.get_before_snapshot()] == [snapstart.prime]
     assert [hook[0] for hook in snapstart.get_after_restore()] == [snapstart.refresh]
+
+
+def test_prime_builds_what_a_first_request_would_and_keeps_no_credential(database_url: str) -> None:
+    from pydantic import BaseModel
+
+    from blog import db, schemas
+    from local.functions import functions, load_module
+
+    # Given a function's module, imported (its routes' models are built on first request)
+    module = load_module(functions()["CreatePostFunction"])
+    routes = [*module.app._static_routes, *module.app._dynamic_routes]
+    deferred = [
+        model
+        for model in vars(schemas).values()
+        if isinstance(model, type)
+        and issubclass(model, BaseModel)
+        and model.__module__ == schemas.__name__
+    ]
+    # and a connection made, which leaves parsed credentials behind
+    with db.transaction() as session:
+        session.execute(text("SELECT 1"))
+    assert snapstart.held()["credentials"] >= 1
+
+    # When the snapshot is primed
+    snapstart.prime()
+
+    # Then every model is built, every route's validation models too, the TLS context exists,
+    # and no credential is kept
+    assert deferred and all(model.__pydantic_complete__ for model in deferred)
+    assert routes and all(route._dependant is not None for route in routes)
+    assert db.ssl_context.cache_info().currsize >= 1
+    held = snapstart.held()
+    assert (held["secrets"], held["scram_keys"], held["credentials"]) == (0, 0, 0)
