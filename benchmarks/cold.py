@@ -220,10 +220,12 @@ def run_child(
     sampled: bool = True,
     importtime: bool = False,
     snapstart: bool = False,
+    hooks: bool = True,
 ) -> dict[str, Any]:
     """One fresh ``python3.13 -I -S -B`` process running ``package`` (see ``cold_child``);
     with ``importtime``, under ``-X importtime``, whose report comes back as ``stderr``; with
-    ``snapstart``, a simulated SnapStart restore (the first event only)."""
+    ``snapstart``, a simulated SnapStart restore (the first event only), ``hooks=False``
+    without the layer's SnapStart hooks (a bare fork)."""
     job = {
         "path": package.path,
         "handler": package.handler,
@@ -232,6 +234,7 @@ def run_child(
         "sampled": sampled,
         "marks": importtime,
         "snapstart": snapstart,
+        "hooks": hooks,
     }
     options = ["-X", "importtime"] if importtime else []
     with tempfile.TemporaryDirectory(prefix="bench-cold-") as scratch:
