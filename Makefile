@@ -23,7 +23,7 @@ PYTHON313 ?= $(shell for c in "$$(command -v python3.13)" $$(ls -d "$$(pyenv roo
 NEED_PYTHON313 = test -n "$(PYTHON313)" || { echo "$@: no python3.13 with pip found (PATH, then \$$(pyenv root)/versions/3.13*); install one (pyenv install 3.13) or set PYTHON313=/path/to/python3.13" >&2; exit 1; }
 
 .DEFAULT_GOAL := help
-.PHONY: help venv test lint format local lock contract generate clean sam-check sam-lock bench-build bench bench-cold bench-scale soak security checkov-lock smoke
+.PHONY: help venv test lint format local lock contract generate clean sam-check sam-lock bench-build bench bench-cold bench-import bench-scale soak security checkov-lock smoke
 
 help: ## List the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk -F':.*?## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -139,6 +139,12 @@ bench: $(STAMP) bench-build ## Performance table: warm/cold latency, import, SQL
 # JSON goes to .bench/cold.json, so that a full run's .bench/results.json stays as it was.
 bench-cold: $(STAMP) bench-build ## Cold start of every function against FastAPI, with -X importtime
 	$(BIN)/python -m benchmarks --python313 "$(PYTHON313)" --only cold --out .bench/cold.json $(BENCH_ARGS)
+
+# The import part of `make bench` alone (no builds needed): ImportUsersFunction's handler against
+# raw COPY through the same TLS front; BENCH_ARGS="--import-rounds 7" for more rounds. Its JSON goes
+# to .bench/import.json.
+bench-import: $(STAMP) ## Import throughput (new, conflicting, redelivered users) against raw COPY
+	$(BIN)/python -m benchmarks --only import --out .bench/import.json $(BENCH_ARGS)
 
 # SCALE_ARGS="--sizes S=1000:10000,L=100000:1000000 --samples 40 --deep 1000" are the defaults;
 # the results also go to .bench/scale.json (--out FILE). L takes minutes to seed and index.

@@ -8,7 +8,9 @@ In one run, on an embedded PostgreSQL behind a TLS front (``verify-full``):
 2. cold starts of every function of the template (the migration function aside): a fresh
    isolated python3.13 per sample on the host-architecture build (import of the handler + first
    invocation), against the FastAPI app built the same way, then ``-X importtime`` of the
-   slowest function by top-level package;
+   slowest function by top-level package; and per function a simulated SnapStart restore (its
+   before-snapshot hooks, a fork, then in the fork the after-restore hooks + first invocation)
+   against its own cold start;
 3. import throughput (:func:`benchmarks.bench_import.measure`) against raw COPY;
 4. SQL statements per request of the list endpoints at page sizes 1 and 100;
 5. peak RSS after 100 invocations, and the built layer's unzipped size.
@@ -67,6 +69,9 @@ def _arguments(argv: list[str] | None) -> argparse.Namespace:
         "--only", choices=PARTS, help="measure this part alone (make bench-cold: --only cold)"
     )
     parser.add_argument("--importtime-runs", type=int, help="-X importtime runs of the slowest")
+    parser.add_argument(
+        "--no-snapstart", action="store_true", help="no simulated SnapStart restores"
+    )
     parser.add_argument("--profile", choices=sorted(ROUTES), help="profile the layer's warm path")
     args = parser.parse_args(argv)
     if args.only:
@@ -152,13 +157,19 @@ def _cold_table(  # noqa: PLR0913, PLR0917 - the run's parts
         f"cold starts: {args.cold_samples} samples x ({len(functions)} functions + FastAPI on "
         f"{len(COMPARED)} routes + the required packages)"
     )
-    table = cold.every_function(setup, functions, fixtures, args.cold_samples, env_for)
+    table = cold.every_function(
+        setup, functions, fixtures, args.cold_samples, env_for, snapstart=not args.no_snapstart
+    )
     table["note"] = (
         "Cold: each function's first event is one of events/ aimed at rows of its own per round "
         "(an admin transfers, a fresh user signs out, is deactivated, deleted); the authorizer "
         "checks a token signed with JWT_SIGNING_KEY (on AWS the key is a secret fetched on first "
         "use); the import is one SQS batch of 2 messages (2 users, one invalid message). Ratios: "
-        "median to FastAPI's median, p90 to its p90, over its samples on its 3 routes."
+        "median to FastAPI's median, p90 to its p90, over its samples on its 3 routes. SnapStart "
+        "restore: a fresh process imports the function and runs its before-snapshot hooks, then "
+        "forks; the fork (the restored environment) runs the after-restore hooks and the first "
+        "invocation, on rows of its own; ratio to the function's own cold start in this run. "
+        "Lambda's own restore (loading the snapshot's memory) is not part of it."
     )
     slowest = max(table["functions"], key=lambda name: table["functions"][name]["median_ms"])
     _log(f"-X importtime of {slowest}: {args.importtime_runs} runs")

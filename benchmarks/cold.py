@@ -219,9 +219,13 @@ def run_child(
     invocations: int = 1,
     sampled: bool = True,
     importtime: bool = False,
+    snapstart: bool = False,
+    hooks: bool = True,
 ) -> dict[str, Any]:
     """One fresh ``python3.13 -I -S -B`` process running ``package`` (see ``cold_child``);
-    with ``importtime``, under ``-X importtime``, whose report comes back as ``stderr``."""
+    with ``importtime``, under ``-X importtime``, whose report comes back as ``stderr``; with
+    ``snapstart``, a simulated SnapStart restore (the first event only), ``hooks=False``
+    without the layer's SnapStart hooks (a bare fork)."""
     job = {
         "path": package.path,
         "handler": package.handler,
@@ -229,6 +233,8 @@ def run_child(
         "invocations": invocations,
         "sampled": sampled,
         "marks": importtime,
+        "snapstart": snapstart,
+        "hooks": hooks,
     }
     options = ["-X", "importtime"] if importtime else []
     with tempfile.TemporaryDirectory(prefix="bench-cold-") as scratch:
@@ -346,23 +352,44 @@ def _stats(results: list[dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
+def _restored_stats(results: list[dict[str, Any]], cold: dict[str, Any]) -> dict[str, Any]:
+    """Median and p90 (ms) of the simulated SnapStart restores (after-restore hooks + first
+    invocation), the hooks alone and the before-snapshot work, against ``cold``'s median."""
+    out: dict[str, Any] = {"samples": len(results)}
+    for key, name in (
+        ("restored_s", ""), ("after_restore_s", "hooks_"), ("before_snapshot_s", "snapshot_"),
+    ):  # fmt: skip
+        values = [1000 * r[key] for r in results]
+        out[f"{name}median_ms"] = statistics.median(values)
+        out[f"{name}p90_ms"] = _p90(values)
+    out["ratio"] = out["median_ms"] / cold["median_ms"]
+    out["p90_ratio"] = out["p90_ms"] / cold["p90_ms"]
+    return out
+
+
 def every_function(
     setup: Setup,
     functions: dict[str, Package],
     fixtures: Fixtures,
     samples: int,
     env_for: dict[str, dict[str, str]],
+    *,
+    snapstart: bool = True,
 ) -> dict[str, Any]:
     """The cold start (import + first invocation) of every function and of the FastAPI app, in
     fresh processes, samples interleaved round-robin: each round starts every function once and
-    the FastAPI app once per route it implements, spread among them."""
+    the FastAPI app once per route it implements, spread among them. With ``snapstart``, each
+    function's sample is followed by a simulated SnapStart restore of it (``cold_child``), on
+    rows of its own."""
     times: dict[str, list[dict[str, Any]]] = {logical_id: [] for logical_id in functions}
+    restores: dict[str, list[dict[str, Any]]] = {logical_id: [] for logical_id in functions}
     fastapi: dict[str, list[dict[str, Any]]] = {route: [] for route in COMPARED}
     required: list[dict[str, Any]] = []
     order = list(functions)
     stride = -(-len(order) // len(COMPARED))
     for _ in range(samples):
         rows = fixtures.round()
+        restore_rows = fixtures.round() if snapstart else rows
         if setup.required is not None:
             result = run_child(
                 setup.python, setup.required, [event(COMPARED[0], setup.seed)],
@@ -388,6 +415,15 @@ def every_function(
             if not succeeded(logical_id, result["statuses"]):
                 raise RuntimeError(f"{logical_id}: statuses {result['statuses']}")
             times[logical_id].append(result)
+            if snapstart:
+                result = run_child(
+                    setup.python, functions[logical_id],
+                    [cold_event(logical_id, fixtures, restore_rows)], env_for[logical_id],
+                    sampled=setup.sampled, snapstart=True,
+                )  # fmt: skip
+                if not succeeded(logical_id, result["statuses"]):
+                    raise RuntimeError(f"{logical_id} restored: statuses {result['statuses']}")
+                restores[logical_id].append(result)
     reference = _stats([r for results in fastapi.values() for r in results])
     reference["by_route"] = {route: _stats(results) for route, results in fastapi.items()}
     from local.functions import functions as template_functions
@@ -402,6 +438,8 @@ def every_function(
         stats = {"trigger": triggers.get(logical_id, ""), **_stats(results)}
         stats["ratio"] = stats["median_ms"] / reference["median_ms"]
         stats["p90_ratio"] = stats["p90_ms"] / reference["p90_ms"]
+        if restores[logical_id]:
+            stats["snapstart"] = _restored_stats(restores[logical_id], stats)
         summary[logical_id] = stats
     out: dict[str, Any] = {"functions": summary, "fastapi": reference, "excluded": dict(EXCLUDED)}
     if required:

@@ -4,7 +4,10 @@ Run by :mod:`benchmarks.cold` in a new interpreter per sample, with nothing on `
 the job's folders (the function's, then the layer's, as Lambda orders ``/var/task`` and
 ``/opt/python``) and the standard library; ``-B`` because Lambda's file systems are read-only,
 so only ``.pyc`` files shipped in the build are used. Imports the handler's module, invokes it
-on each event of the job, and writes timings, statuses and peak RSS to ``RESULT_FILE``. Uses only
+on each event of the job, and writes timings, statuses and peak RSS to ``RESULT_FILE``. With
+``"snapstart": true`` in the job it simulates a SnapStart restore instead: after the import it runs
+the layer's before-snapshot hooks, forks (the fork is the restored environment), and times in the
+fork the after-restore hooks and the first invocation (``restored_s``). Uses only
 the standard library (``json``, ``importlib`` and ``resource`` are loaded before the clock
 starts, as the Lambda runtime has loaded such modules before it imports a handler).
 """
@@ -71,12 +74,73 @@ def _outcome(response: dict[str, Any]) -> str:
     return f"{len(response.get('batchItemFailures', []))} failed"
 
 
+def _invoke(handler: Any, event: dict[str, Any], name: str, sampled: int) -> dict[str, Any]:
+    root = f"1-{int(time.time()):08x}-{_hex(12)}"
+    os.environ["_X_AMZN_TRACE_ID"] = f"Root={root};Parent={_hex(8)};Sampled={sampled}"
+    response: dict[str, Any] = handler(event, Context(name))
+    return response
+
+
+def _restored(job: dict[str, Any], result_file: str, name: str, sampled: int) -> int:
+    """Import, the before-snapshot hooks, then in a fork (the restore) the after-restore hooks and
+    the first invocation."""
+    started = time.perf_counter()
+    module_name, handler_name = job["handler"].rsplit(".", 1)
+    handler = getattr(importlib.import_module(module_name), handler_name)
+    imported = time.perf_counter()
+    hooks = sys.modules.get("blog.snapstart")
+    if hooks is None:
+        raise RuntimeError(f"{job['handler']} does not register the SnapStart hooks")
+    run_hooks = job.get("hooks", True)  # False: a bare fork, to see what the hooks change
+    if run_hooks:
+        hooks.run_before_snapshot()
+    snapshot = time.perf_counter()
+    reader, writer = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the restored environment
+        os.close(reader)
+        os.environ["AWS_LAMBDA_INITIALIZATION_TYPE"] = "snap-start"
+        cpu, restored = time.process_time(), time.perf_counter()
+        if run_hooks:
+            hooks.run_after_restore()
+        hooked = time.perf_counter()
+        response = _invoke(handler, job["events"][0], name, sampled)
+        done = time.perf_counter()
+        report = {
+            "after_restore_s": hooked - restored,
+            "restored_s": done - restored,
+            "restored_cpu_s": time.process_time() - cpu,
+            "statuses": {_outcome(response): 1},
+            "maxrss_kib": _peak_rss_kib(),
+        }
+        os.write(writer, json.dumps(report).encode())
+        os._exit(0)
+    os.close(writer)
+    chunks = []
+    while chunk := os.read(reader, 65536):
+        chunks.append(chunk)
+    _, status = os.waitpid(pid, 0)
+    if status != 0 or not chunks:
+        raise RuntimeError(f"the restored process failed (wait status {status})")
+    result = json.loads(b"".join(chunks))
+    result.update(
+        import_s=imported - started,
+        before_snapshot_s=snapshot - imported,
+        modules=len(sys.modules),
+    )
+    with open(result_file, "w") as out:
+        json.dump(result, out)
+    return 0
+
+
 def main(result_file: str) -> int:
     """Run the job read from stdin."""
     job: dict[str, Any] = json.loads(sys.stdin.read())
     sys.path[:0] = job["path"]
     name = os.environ.get("AWS_LAMBDA_FUNCTION_NAME", "bench")
     sampled = int(bool(job.get("sampled", True)))
+    if job.get("snapstart"):
+        return _restored(job, result_file, name, sampled)
     # Under -X importtime: what the handler imports (and its first call) lies between these.
     marks = bool(job.get("marks"))
     if marks:
@@ -88,10 +152,7 @@ def main(result_file: str) -> int:
     first, first_cpu = imported, cpu
     statuses: dict[str, int] = {}
     for n in range(job.get("invocations", 1)):
-        event = job["events"][n % len(job["events"])]
-        root = f"1-{int(time.time()):08x}-{_hex(12)}"
-        os.environ["_X_AMZN_TRACE_ID"] = f"Root={root};Parent={_hex(8)};Sampled={sampled}"
-        response = handler(event, Context(name))
+        response = _invoke(handler, job["events"][n % len(job["events"])], name, sampled)
         if n == 0:
             first, first_cpu = time.perf_counter(), time.process_time()
             if marks:

@@ -12,6 +12,7 @@ TARGETS: Final = {
     "warm_vs_floor": 1.15,  # layer median at most this times the raw driver's
     "warm_vs_fastapi": 0.8,  # ... and at most this times FastAPI's
     "cold_vs_fastapi": 0.6,
+    "snapstart_vs_cold": 0.25,  # after-restore hooks + first invocation, to the cold start
     "import_vs_copy": 0.3,  # at least
     "statements_max": 4,
     "rss_mib": 70.0,
@@ -91,6 +92,29 @@ def _cold(cold: dict[str, Any]) -> list[Row]:
                 f"{floor['ratio']:.2f}x",
                 "",
                 "",
+            )
+        )
+    return out
+
+
+def _snapstart(cold: dict[str, Any]) -> list[Row]:
+    """Per function: the simulated SnapStart restore against its own cold start."""
+    target = TARGETS["snapstart_vs_cold"]
+    out: list[Row] = []
+    measured = [(name, r) for name, r in cold["functions"].items() if "snapstart" in r]
+    for logical_id, r in sorted(measured, key=lambda item: -item[1]["snapstart"]["median_ms"]):
+        restored = r["snapstart"]
+        out.append(
+            (
+                "SnapStart restore ms",
+                f"{logical_id.removesuffix('Function')} (hooks + 1st call)",
+                f"{restored['median_ms']:.1f} ({restored['hooks_median_ms']:.1f} + "
+                f"{restored['median_ms'] - restored['hooks_median_ms']:.1f}) | "
+                f"{restored['p90_ms']:.1f}",
+                f"cold {r['median_ms']:.0f} | {r['p90_ms']:.0f}",
+                f"{restored['ratio']:.2f}x | {restored['p90_ratio']:.2f}x",
+                f"<= {target}x",
+                _verdict(restored["ratio"] <= target),
             )
         )
     return out
@@ -221,6 +245,7 @@ def rows(results: dict[str, Any]) -> list[Row]:
             found.extend(section(results[key]))
             if key == "cold":  # what the slowest function's cold start is made of, just below
                 found.extend(_importtime(results[key]))
+                found.extend(_snapstart(results[key]))
     return found
 
 

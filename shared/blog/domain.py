@@ -33,6 +33,8 @@ def invisible_character(text: str, *, unassigned: bool = True) -> str | None:
     characters (Unicode category Cf: zero-width spaces and joiners, bidi controls, the soft
     hyphen...), fillers and variation selectors; with ``unassigned`` also unassigned and
     private-use code points. None when there is none."""
+    if text.isascii():
+        return None  # every ASCII character is assigned, none is Cf, a filler or a selector
     import unicodedata
 
     refused = {"Cf", "Cn", "Co"} if unassigned else {"Cf"}
@@ -84,6 +86,10 @@ def normalize_email(email: str) -> str:
     """Emails are stored in their canonical spelling (:func:`canonical_email`), so uniqueness
     and look-ups ignore case, Unicode composition and the form of the domain; what is no valid
     address (a login to look up) is only trimmed and lower-cased."""
+    if email.isascii():
+        # Then NFC changes nothing, the domain is its own A-labels and nothing is invisible: the
+        # canonical spelling of a valid address is the trimmed lower-case text, as is the fallback.
+        return email.strip().lower()
     try:
         return canonical_email(email)
     except ValueError:

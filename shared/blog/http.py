@@ -41,6 +41,7 @@ if TYPE_CHECKING:
     from aws_lambda_powertools.utilities.typing import LambdaContext
     from pydantic import BaseModel, GetCoreSchemaHandler
 
+import blog.snapstart  # noqa: F401 - registers the SnapStart runtime hooks
 from blog import services
 from blog.auth import LEEWAY_S, bearer_token, verify_token
 from blog.domain import IDEMPOTENCY_KEY_MAX

@@ -386,7 +386,7 @@ class UserRepository(Repository[UserRecord]):
         The rows go into a temporary table of the transaction (text ``COPY``, every value
         escaped, never part of the SQL), then into ``users`` with one ``INSERT … SELECT …
         ON CONFLICT (email) DO UPDATE`` in input order, which also gives the ids (looked up
-        by email for the rows it did not write); the table is dropped at once. As with
+        by email when it did not write every row); the table is dropped at once. As with
         :meth:`upsert`, repeated emails collapse to the last row (at the first one's place), a
         username taken by another email raises ``DuplicateError``, ``updated_at`` changes only
         with the row, and applying the same rows twice is idempotent; moreover a row that would
@@ -419,8 +419,14 @@ class UserRepository(Repository[UserRecord]):
             cursor.execute(_COPY_INTO_STAGING, stream=[data])
         finally:
             cursor.close()
-        ids: str | None = connection.execute(_UPSERT_RETURNING_IDS).scalar_one()
-        if ids is None or ids.count(",") + 1 != count:
+        # The upsert returns the ids and emails of the rows it wrote, in the order it wrote them.
+        # When those are all the emails in the rows' order (the order it writes in; checked, not
+        # assumed: the emails joined with a character that none of them holds), the ids are the
+        # answer; else (unchanged rows, or another order) they are looked up by email.
+        every = "".join(emails)
+        sep = next((c for c in _SEPARATORS if c not in every), None)
+        ids, written = connection.execute(_UPSERT_RETURNING_IDS, {"sep": sep or ","}).one()
+        if sep is None or written is None or written != sep.join(emails):
             ids = connection.execute(_IDS_FROM_STAGING).scalar_one()
         connection.exec_driver_sql(drop)
         assert ids is not None
@@ -535,13 +541,16 @@ def _ids(user_id: ColumnElement[Any]) -> Select[Any]:
 
 _USER_ID: Final = select(users.c.id).where(users.c.email == _STAGING.c.email).scalar_subquery()
 _IDS_FROM_STAGING: Final = _ids(_USER_ID)
-# The upsert, with the ids: of the rows it wrote as it returns them, of the others (unchanged)
-# looked up. An unchanged row that a concurrent transaction committed during the statement is
-# not in its snapshot: then the ids are missing one, and _IDS_FROM_STAGING is the answer.
+# The upsert, with the ids and the emails of the rows it wrote, each column as one text value in
+# the order they were written (both aggregates read the same rows in one pass): no join, no sort,
+# no look-up per row (together 4-5 ms of server time per 10,000 rows).
 _UPSERTED: Final = _UPSERT_FROM_STAGING.returning(users.c.id, users.c.email).cte("upserted")
-_UPSERT_RETURNING_IDS: Final = _ids(func.coalesce(_UPSERTED.c.id, _USER_ID)).select_from(
-    _STAGING.outerjoin(_UPSERTED, _UPSERTED.c.email == _STAGING.c.email)
-)
+_UPSERT_RETURNING_IDS: Final = select(
+    func.string_agg(_UPSERTED.c.id.cast(Text), literal_column("','")),
+    func.string_agg(_UPSERTED.c.email, bindparam("sep", type_=Text)),
+).select_from(_UPSERTED)
+#: What the written emails are joined with: the first of these that no email holds.
+_SEPARATORS: Final = ("\n", "\t", " ", ",")
 
 
 #: What a list shows of a user: never the password hash.
@@ -566,13 +575,20 @@ POST_LIST_COLUMNS: Final = (
     posts.c.updated_at,
 )
 NEWEST_FIRST: Final = (posts.c.created_at, posts.c.id)
-# show_trgm pads each word with spaces; a trigram without one comes from three word characters.
-_HAS_TRIGRAM: Final = select(
-    select(literal_column("1"))
-    .select_from(func.unnest(func.show_trgm(bindparam("text", type_=Text))).alias("t"))
-    .where(func.strpos(literal_column("t"), " ") == 0)
-    .exists()
-)
+
+
+def _has_trigram(text: ColumnElement[str]) -> ColumnElement[bool]:
+    """Whether ``text`` holds a trigram: show_trgm pads each word with spaces, so a trigram
+    without one comes from three word characters (letters or digits, as the locale decides)."""
+    return (
+        select(literal_column("1"))
+        .select_from(func.unnest(func.show_trgm(text)).alias("t"))
+        .where(func.strpos(literal_column("t"), " ") == 0)
+        .exists()
+    )
+
+
+_HAS_TRIGRAM: Final = select(_has_trigram(bindparam("text", type_=Text)))
 
 
 class PostRepository(Repository[PostRecord]):
@@ -619,7 +635,8 @@ class PostRepository(Repository[PostRecord]):
     def searchable(self, text: str) -> bool:
         """Whether ``text`` holds a trigram, so that a search is answered from the trigram indexes
         (a pattern without one would scan them whole): some run of three characters that the
-        database counts as letters or digits (its locale decides which are)."""
+        database counts as letters or digits (its locale decides which are). :meth:`feed_list`
+        asks the same inside its own statement."""
         return bool(self.connection.scalar(_HAS_TRIGRAM, {"text": text}))
 
     def search_query(self, text: str, *, published_only: bool = True) -> Select[Any]:
@@ -641,12 +658,18 @@ class PostRepository(Repository[PostRecord]):
     @staticmethod
     def feed_list(text: str | None = None) -> ListQuery:
         """``GET /posts``: published posts newest first (``ix_posts_published_created_at_id``);
-        with ``text``, only those matching it (the trigram indexes)."""
+        with ``text``, only those matching it (the trigram indexes), and none at all unless
+        ``text`` holds a trigram (:meth:`searchable`, here a one-time filter of the statement, so
+        a text without one reads no index): a search that finds posts needs no other question."""
         stmt = select(*POST_LIST_COLUMNS).where(posts.c.published)
         if text is None:
             return ListQuery(stmt, NEWEST_FIRST, True, "posts")
+        searchable = _has_trigram(bindparam("q", text, type_=Text))
         return ListQuery(
-            stmt.where(PostRepository.matching(text)), NEWEST_FIRST, True, f"posts?q={text}"
+            stmt.where(searchable, PostRepository.matching(text)),
+            NEWEST_FIRST,
+            True,
+            f"posts?q={text}",
         )
 
     @staticmethod

@@ -81,6 +81,15 @@ def is_password_hash(value: str) -> bool:
     return _OUR_HASH.fullmatch(value) is not None
 
 
+# Hashes one a line: no hash holds a line feed, so the lines are the values.
+_OUR_HASHES = re.compile(rf"(?:{_OUR_HASH.pattern}\n)*{_OUR_HASH.pattern}")
+
+
+def are_password_hashes(values: list[str]) -> bool:
+    """Whether every one of ``values`` is :func:`is_password_hash` (one regex pass, for columns)."""
+    return not values or _OUR_HASHES.fullmatch("\n".join(values)) is not None
+
+
 # A valid hash of a random password: verifying against it costs as much as a real check, so an
 # unknown user and a wrong password take similar time.
 @lru_cache(maxsize=1)

@@ -11,8 +11,9 @@ import pytest
 from sqlalchemy import func, select, text
 
 from blog import db as layer_db
+from blog import services
 from blog.errors import ValidationError
-from blog.repositories import UserRepository
+from blog.repositories import PageRequest, PostRepository, UserRepository
 from local.pg_wire import WireTap
 from tests.factories import user_values
 
@@ -61,6 +62,37 @@ def test_a_read_takes_one_round_trip_and_is_committed_with_the_close(
     reader = counted[1]
     assert reader.round_trips == 1  # BEGIN + SELECT; the COMMIT went with the close
     assert _transaction_control(reader) == ["begin transaction", "commit"]
+
+
+def _parsed(tap: WireTap) -> list[str]:
+    """The statements sent with the extended protocol (every SQL statement but BEGIN/COMMIT)."""
+    return [sql for how, sql in tap.statements if how == "execute_unnamed"]
+
+
+def test_a_search_that_finds_posts_takes_one_statement_as_a_list_does(
+    counted: list[WireTap],
+) -> None:
+    # Given a published post
+    author_id = _add_user()
+    with layer_db.transaction() as conn:
+        PostRepository(conn).create(
+            author_id=author_id, title="Kumquat season", content="c", published=True
+        )
+    tapped = len(counted)
+    # When the feed is listed, searched with a hit, with a miss, and with no trigram at all
+    assert len(services.list_published_posts(PageRequest(page_size=5)).items) == 1
+    found = services.list_published_posts(PageRequest(page_size=5), query="kumquat")
+    missed = services.list_published_posts(PageRequest(page_size=5), query="xylophone")
+    with pytest.raises(ValidationError) as refused:
+        services.list_published_posts(PageRequest(page_size=5), query="%%%")
+    # Then a search with a hit is one statement and one round trip, as the plain list is; the
+    # trigram check is asked separately only when the page comes back empty
+    listing, hit, miss, no_trigram = counted[tapped:]
+    assert (len(found.items), len(missed.items), refused.value.details) == (1, 0, {"field": "q"})
+    assert len(_parsed(listing)) == len(_parsed(hit)) == 1
+    assert listing.round_trips == hit.round_trips == 1
+    assert "show_trgm" in _parsed(hit)[0]
+    assert len(_parsed(miss)) == len(_parsed(no_trigram)) == 3  # the page, its count, the check
 
 
 def test_a_lock_taken_by_a_read_is_released_when_its_unit_of_work_ends(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import FrozenInstanceError
+from typing import Any
 
 import pytest
 from sqlalchemy import event, select, text
@@ -433,6 +434,21 @@ def test_copy_upsert_twice_in_one_transaction_and_after_a_failure() -> None:
     assert len(first + second) == len(set(first + second)) == 3
 
 
+def test_copy_upsert_ids_match_their_emails_whatever_characters_the_emails_hold() -> None:
+    # Every candidate separator is in some email: the ids are then looked up, not taken as written.
+    odd = ["new\nline@example.com", "a\ttab@example.com", "a space@example.com", "a,b@example.com"]
+    existing = make_user(email="old@example.com")
+    for emails in (odd, [*odd, existing.email], ["x@example.com", existing.email]):
+        rows = [user_values(email=email) for email in emails]
+        with layer_db.transaction() as conn:
+            ids = UserRepository(conn).copy_upsert(rows)
+            stored = {
+                row.email: row.id
+                for row in conn.execute(select(tables.users.c.email, tables.users.c.id))
+            }
+        assert ids == [stored[email] for email in emails]
+
+
 def test_copy_upsert_is_a_fixed_number_of_statements() -> None:
     counter = StatementCounter()
     rows = [user_values(hashed_password="h") for _ in range(500)]
@@ -442,12 +458,35 @@ def test_copy_upsert_is_a_fixed_number_of_statements() -> None:
             UserRepository(conn).copy_upsert(rows)
         finally:
             event.remove(conn, "before_cursor_execute", counter)
-    # CREATE TEMPORARY TABLE, INSERT … SELECT with the ids, DROP TABLE (the COPY is the driver's)
+    # CREATE TEMPORARY TABLE, INSERT … SELECT with the ids, DROP TABLE (the COPY is the driver's):
+    # every row is new, so the ids come with the upsert and none is looked up afterwards
     assert len(counter.statements) == 3
     assert not any("example.com" in statement for statement in counter.statements)
 
 
 # --- posts ---------------------------------------------------------------------------------------
+
+
+def _plan_nodes(plan: dict[str, Any]) -> list[dict[str, Any]]:
+    return [plan, *(node for child in plan.get("Plans", []) for node in _plan_nodes(child))]
+
+
+@pytest.mark.parametrize(("q", "reads_posts"), [("kumquat", True), ("%%%", False), ("ab", False)])
+def test_a_search_reads_posts_only_when_its_text_holds_a_trigram(q: str, reads_posts: bool) -> None:
+    make_post(make_user(), published=True, title="kumquat %%% ab")
+    stmt = PostRepository.feed_list(q).stmt
+    with layer_db.transaction() as conn:
+        connection = conn
+        compiled = stmt.compile(dialect=connection.dialect)
+        params = tuple(compiled.params[name] for name in compiled.positiontup or ())
+        plan = connection.exec_driver_sql(
+            f"EXPLAIN (ANALYZE, FORMAT JSON) {compiled}", params
+        ).scalar()
+        found = conn.execute(stmt).all()
+    scans = [n for n in _plan_nodes(plan[0]["Plan"]) if n.get("Relation Name") == "posts"]
+    assert scans
+    assert any(n["Actual Loops"] > 0 for n in scans) is reads_posts
+    assert len(found) == (1 if reads_posts else 0)
 
 
 def test_get_published_is_newest_first_and_hides_drafts() -> None:

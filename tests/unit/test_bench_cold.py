@@ -77,3 +77,30 @@ def test_report_prints_one_cold_row_per_function_and_the_importtime_grouping() -
     assert rows[0][6] == "PASS"
     importtime = [row for row in rows if row[0] == "importtime self ms"]
     assert [row[2] for row in importtime] == ["60", "30", "10"]
+
+
+def test_report_judges_each_simulated_snapstart_restore_against_its_own_cold_start() -> None:
+    stats = {
+        "median_ms": 400.0, "p90_ms": 500.0, "import_median_ms": 370.0,
+        "first_median_ms": 30.0, "samples": 3, "trigger": "GET /posts/{post_id}",
+        "ratio": 0.7, "p90_ratio": 0.7,
+    }  # fmt: skip
+    restored = {"median_ms": 40.0, "p90_ms": 60.0, "hooks_median_ms": 2.0, "ratio": 0.1,
+                "p90_ratio": 0.12}  # fmt: skip
+    cold = {
+        "functions": {
+            "GetPostFunction": {**stats, "snapstart": restored},
+            "GetUserFunction": {**stats, "snapstart": {**restored, "median_ms": 120.0,
+                                                       "ratio": 0.3}},
+            "ListPostsFunction": stats,  # measured without the simulation
+        },
+        "fastapi": {**stats, "by_route": {"get_user": {}}},
+    }  # fmt: skip
+
+    rows = [row for row in report.rows({"cold": cold}) if row[0] == "SnapStart restore ms"]
+
+    # Slowest first, each against its own cold start, judged at 0.25x
+    assert [row[1].split(" ")[0] for row in rows] == ["GetUser", "GetPost"]
+    assert rows[1][2].startswith("40.0 (2.0 + 38.0)")
+    assert rows[1][3].startswith("cold 400")
+    assert [row[6] for row in rows] == ["FAIL", "PASS"]

@@ -436,7 +436,7 @@ def test_every_function_but_the_migrations_deploys_gradually_behind_the_alias() 
             continue
         props = res["Properties"]
         assert not {"AutoPublishAlias", "DeploymentPreference"} & set(props), name
-        ignored = set(res.get("IgnoreGlobals") or [])
+        ignored = set(res.get("IgnoreGlobals") or []) - {"SnapStart"}  # see the SnapStart test
         assert ignored == (
             {"AutoPublishAlias", "DeploymentPreference"} if name == "MigrationsFunction" else set()
         ), name
@@ -444,6 +444,49 @@ def test_every_function_but_the_migrations_deploys_gradually_behind_the_alias() 
         "BearerAuthorizer"
     ]
     assert authorizer["FunctionArn"] == {"Ref": "AuthorizerFunction.Alias"}
+
+
+def _request_path_functions(raw: dict[str, Any]) -> set[str]:
+    """The functions someone waits for: every route's, and the authorizer in front of most."""
+    return {
+        name
+        for name, res in raw["Resources"].items()
+        if res["Type"] == "AWS::Serverless::Function"
+        and (
+            name == "AuthorizerFunction"
+            or any(e["Type"] == "HttpApi" for e in (res["Properties"].get("Events") or {}).values())
+        )
+    }
+
+
+@pytest.mark.parametrize("switch", ["disabled", "enabled"])
+def test_snapstart_applies_to_the_request_path_functions_only_when_enabled(switch: str) -> None:
+    # Given the template rendered with the switch, in both stages
+    raw = template()
+    parameter = raw["Parameters"]["SnapStart"]
+    assert (parameter["Default"], parameter["AllowedValues"]) == (
+        "disabled",
+        ["disabled", "enabled"],
+    )
+    on_the_request_path = _request_path_functions(raw)
+    assert "AuthorizerFunction" in on_the_request_path and len(on_the_request_path) > 10
+    for stage in ("dev", "prod"):
+        r = Rendered({"SnapStart": switch, "Stage": stage})
+        for name, res in r.resources.items():
+            if res["Type"] != "AWS::Serverless::Function":
+                continue
+            # Then a function on a request's path gets it from the Globals, the others ignore it
+            ignored = "SnapStart" in (raw["Resources"][name].get("IgnoreGlobals") or [])
+            assert ignored == (name not in on_the_request_path), name
+            assert "SnapStart" not in res["Properties"], f"{name} sets its own SnapStart"
+            effective = None if ignored else r.globals.get("SnapStart")
+            expected = {"ApplyOn": "PublishedVersions"} if switch == "enabled" else None
+            if name in on_the_request_path:
+                assert effective == expected, name
+                # SnapStart snapshots published versions only: what the alias invokes
+                assert r.globals["AutoPublishAlias"] == "live", name
+            else:
+                assert effective is None, name
 
 
 # ------------------------------------------------------------------------------- samconfig

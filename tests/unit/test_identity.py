@@ -116,3 +116,58 @@ def test_unicode_domains_that_idna_refuses_are_refused(email: str) -> None:
 
     with pytest.raises(ValueError, match="domain"):
         canonical_email(email)
+
+
+def test_no_ascii_character_is_invisible() -> None:
+    # invisible_character answers an ASCII text at once: no ASCII character is one it refuses.
+    import unicodedata
+
+    from blog.domain import invisible_character
+
+    for code in range(128):
+        char = chr(code)
+        assert unicodedata.category(char) not in {"Cf", "Cn", "Co"}
+        assert invisible_character(f"a{char}b") is None
+    assert invisible_character("a\u200bb") == "\u200b"  # the first non-ASCII one still counts
+
+
+ASCII_EMAILS = [
+    "alice@example.com",
+    "  Alice@Example.COM\t",
+    "\x1c\x1fBob@Example.org\x0b",  # str.strip() trims these too
+    "no-at-sign",
+    "@example.com",
+    "alice@",
+    "a@b@Example.com",
+    "x" * 65 + "@example.com",  # local part too long: not an address, only trimmed and lowered
+    "a@" + "b" * 260 + ".com",  # too long
+    'Quo"te,Comma@EXAMPLE.com',
+    "back\\slash@example.com",
+]
+
+
+@pytest.mark.parametrize("email", ASCII_EMAILS)
+def test_an_ascii_email_normalizes_as_canonical_email_decides(email: str) -> None:
+    from blog.domain import canonical_email, normalize_email
+
+    try:
+        expected = canonical_email(email)
+    except ValueError:
+        expected = email.strip().lower()
+    assert normalize_email(email) == expected
+
+
+def test_random_ascii_emails_normalize_as_canonical_email_decides() -> None:
+    import random
+
+    from blog.domain import canonical_email, normalize_email
+
+    pick = random.Random(14)
+    alphabet = "aZ9.@ _-\t\x1f\x7f\\\"'"
+    for _ in range(5_000):
+        email = "".join(pick.choice(alphabet) for _ in range(pick.randint(0, 12)))
+        try:
+            expected = canonical_email(email)
+        except ValueError:
+            expected = email.strip().lower()
+        assert normalize_email(email) == expected, repr(email)

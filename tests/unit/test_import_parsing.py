@@ -57,6 +57,9 @@ BODIES = [
     {"users": [{**VALID[1], "hashed_password": "$argon2i$v=19$m=1,t=1,p=1$abc$def"}]},
     {"users": [{**VALID[1], "hashed_password": HASH + "\n"}]},
     {"users": [{**VALID[0], "email": "not-an-email"}]},
+    {"users": [{**VALID[0], "email": f"User{n}@Example.COM"} for n in range(3)]},  # one pass
+    {"users": [{**VALID[0], "email": "a@example.com"}, {**VALID[0], "email": "a@@b.com"}]},
+    {"users": [{**VALID[1], "hashed_password": HASH}, {**VALID[1], "hashed_password": HASH[:-1]}]},
     {"users": [{**VALID[0], "email": "tab\t@example.com"}]},
     {"users": [{**VALID[0], "email": "a@example.com\x1c"}]},  # str.strip() would eat this one
     {"users": [{**VALID[0], "email": " " * 250 + "a@example.com"}]},  # too long before stripping
@@ -138,6 +141,80 @@ def test_a_constraint_after_a_validator_cannot_be_left_to_pydantic_core() -> Non
             Annotated[str, AfterValidator(str.strip)]
             | Annotated[bytes, AfterValidator(bytes.strip)]
         )
+
+
+EMAILS = [
+    "a@example.com",
+    "Mixed.Case+tag@Sub.Example.COM",
+    "x" * 64 + "@example.com",
+    "x" * 65 + "@example.com",
+    " lead@example.com",
+    "trail@example.com ",
+    "a@example.com\x1c",
+    "a@example.com\n",
+    "a\x7f@example.com",
+    "tab\t@example.com",
+    "no-at.example.com",
+    "two@@example.com",
+    "a@b@example.com",
+    "a@localhost",
+    "a@example..com",
+    "a@.example.com",
+    "a@example.com.",
+    "@example.com",
+    "ü@example.com",
+    "a@bücher.de",
+    'quo"te,comma@example.com',
+    "back\\slash@example.com",
+]
+
+
+def _per_value(check: Any, values: list[str]) -> list[str] | type[ValueError]:
+    try:
+        return [check(v) for v in values]
+    except ValueError:
+        return ValueError
+
+
+def _column(column: Any, values: list[str]) -> list[str] | type[ValueError]:
+    try:
+        return list(column(values))
+    except ValueError:
+        return ValueError
+
+
+@pytest.mark.parametrize("email", EMAILS)
+def test_the_email_column_check_agrees_with_the_checks_value_by_value(email: str) -> None:
+    def each(value: str) -> str:
+        return schemas._email(schemas._single_line(value))
+
+    for values in ([email], ["a@example.com", email], [email, "B@EXAMPLE.COM", email]):
+        assert _column(schemas._email_column, values) == _per_value(each, values), values
+
+
+def test_the_email_column_check_agrees_on_random_ascii_text() -> None:
+    import random
+
+    def each(value: str) -> str:
+        return schemas._email(schemas._single_line(value))
+
+    pick = random.Random(14)
+    alphabet = 'aZ9.@ _-+\t\n\x1f\x7f\\"'
+    for _ in range(3_000):
+        values = [
+            "".join(pick.choice(alphabet) for _ in range(pick.randint(0, 10)))
+            for _ in range(pick.randint(1, 3))
+        ]
+        assert _column(schemas._email_column, values) == _per_value(each, values), values
+
+
+@pytest.mark.parametrize(
+    "bad", ["", HASH[:-1], HASH + "\n", "\n" + HASH, HASH.replace("argon2id", "argon2i"), "x"]
+)
+def test_the_hash_column_check_agrees_with_the_check_value_by_value(bad: str) -> None:
+    for values in ([HASH], [HASH, HASH], [bad], [HASH, bad], [bad, HASH, HASH], []):
+        expected = _per_value(schemas._our_hash, values)
+        assert _column(schemas._hash_column, values) == expected, values
 
 
 # --- copy_text -----------------------------------------------------------------------------------

@@ -81,6 +81,35 @@ def test_cloudformation_invokes_the_migrations_unqualified_and_lambda_never_retr
     assert token == {"Fn::GetAtt": ["MigrationsFunction", "Arn"]}
 
 
+def test_with_snapstart_each_request_path_function_snapshots_the_version_its_alias_invokes() -> (
+    None
+):
+    # Given the prod transform with SnapStart on (canary deployments shift the alias)
+    resources = transformed({"Stage": "prod", "SnapStart": "enabled"})["Resources"]
+    switch = {
+        "Fn::If": ["SnapStartEnabled", {"ApplyOn": "PublishedVersions"}, {"Ref": "AWS::NoValue"}]
+    }
+    routed = {
+        name
+        for name, props in functions().items()
+        if any(e["Type"] == "HttpApi" for e in (props.get("Events") or {}).values())
+    }
+
+    # Then exactly the routes' functions and the authorizer carry the switch
+    lambdas = of_type(resources, "AWS::Lambda::Function")
+    snapped = {name for name, f in lambdas.items() if f["Properties"].get("SnapStart") == switch}
+    assert snapped == routed | {"AuthorizerFunction"}
+    assert not [
+        n for n, f in lambdas.items() if n not in snapped and "SnapStart" in f["Properties"]
+    ]
+    # and each has a published version behind its alias, which is what gets the snapshot
+    for name in snapped:
+        alias = resources[f"{name}Aliaslive"]["Properties"]
+        version = resources[alias["FunctionVersion"]["Fn::GetAtt"][0]]
+        assert version["Type"] == "AWS::Lambda::Version", name
+        assert version["Properties"]["FunctionName"] == {"Ref": name}, name
+
+
 def test_function_roles_hold_only_the_runtime_policies_and_their_read_policies() -> None:
     resources = transformed(BRING_YOUR_OWN)["Resources"]
     runtime = {
