@@ -148,6 +148,7 @@ def test_the_import_function_resumes_the_collector_before_its_batch() -> None:
         """
         import app
         from blog import services
+        imported = gc.isenabled()
         seen = []
         services.import_user_batch = lambda users: seen.append(gc.isenabled()) or users
         body = json.dumps({"users": [{"email": "a@example.com", "username": "ada",
@@ -156,10 +157,11 @@ def test_the_import_function_resumes_the_collector_before_its_batch() -> None:
                               "attributes": {}, "messageAttributes": {}, "md5OfBody": "",
                               "eventSource": "aws:sqs", "eventSourceARN": "arn", "awsRegion": "x"}]}
         result = app.lambda_handler(event, Context())
-        print(json.dumps({"during": seen, "result": result}))
+        print(json.dumps({"imported": imported, "during": seen, "result": result}))
         """,
         LAMBDA_TASK_ROOT=str(REPO / "functions" / "import_users"),
     )
+    assert states["imported"] is False  # paused through the import, as every function
     assert states["during"] == [True]
     assert states["result"] == {"batchItemFailures": []}
 
