@@ -36,7 +36,10 @@ def run_function(function: str, code: str, **env: str) -> dict[str, Any]:
     script = PRELUDE.format(
         function=str(REPO / "functions" / function), shared=str(REPO / "shared")
     ) + textwrap.dedent(code)
-    base = {k: v for k, v in os.environ.items() if k not in {"LAMBDA_TASK_ROOT", "PYTHONPATH"}}
+    # Lambda's environment, not what earlier tests of this process left in it (a local tool
+    # run in-process turns tracing off, as it must outside Lambda).
+    left_out = {"LAMBDA_TASK_ROOT", "PYTHONPATH", "POWERTOOLS_TRACE_DISABLED", "AWS_SAM_LOCAL"}
+    base = {k: v for k, v in os.environ.items() if k not in left_out}
     done = subprocess.run(
         [sys.executable, "-I", "-c", script],
         env={**base, "JWT_SIGNING_KEY": "a-test-signing-key-long-enough-0123456789", **env},
