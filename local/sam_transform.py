@@ -29,8 +29,11 @@ class _NoManagedPolicies:
         return {}
 
 
-def transformed(parameters: dict[str, str]) -> dict[str, Any]:
-    """The transformed template for ``parameters`` (missing ones take their defaults)."""
+def transformed(parameters: dict[str, str], *, layer_build: str = "") -> dict[str, Any]:
+    """The transformed template for ``parameters`` (missing ones take their defaults).
+
+    ``layer_build`` names another build of the shared layer (another S3 key), as a deployment
+    that changed only ``shared/`` would upload."""
     os.environ.setdefault("AWS_DEFAULT_REGION", "eu-west-1")
     from samtranslator.translator.transform import transform  # type: ignore[import-untyped,import-not-found,unused-ignore]
     from samtranslator.yaml_helper import yaml_parse  # type: ignore[import-untyped,import-not-found,unused-ignore]
@@ -39,15 +42,20 @@ def transformed(parameters: dict[str, str]) -> dict[str, Any]:
     for name, resource in template["Resources"].items():
         key = CODE_PROPERTIES.get(resource["Type"])
         if key:
-            resource["Properties"][key] = f"s3://artifacts/{name}.zip"
+            suffix = f"-{layer_build}" if layer_build and key == "ContentUri" else ""
+            resource["Properties"][key] = f"s3://artifacts/{name}{suffix}.zip"
     result: dict[str, Any] = transform(template, parameters, _NoManagedPolicies())
     return result
 
 
 def main(argv: list[str]) -> int:
-    """Print the transformed template for ``Name=Value`` arguments."""
+    """Print the transformed template for ``Name=Value`` arguments (``--layer-build=B`` first,
+    optionally, for another build of the shared layer)."""
+    layer_build = ""
+    if argv and argv[0].startswith("--layer-build="):
+        layer_build = argv.pop(0).split("=", 1)[1]
     parameters = dict(arg.split("=", 1) for arg in argv)
-    json.dump(transformed(parameters), sys.stdout, indent=1, default=str)
+    json.dump(transformed(parameters, layer_build=layer_build), sys.stdout, indent=1, default=str)
     return 0
 
 

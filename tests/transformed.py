@@ -25,8 +25,9 @@ def sam_python() -> Path:
 
 
 @cache
-def _transformed(parameters: tuple[tuple[str, str], ...]) -> str:
-    args = [f"{name}={value}" for name, value in parameters]
+def _transformed(parameters: tuple[tuple[str, str], ...], layer_build: str = "") -> str:
+    args = [f"--layer-build={layer_build}"] if layer_build else []
+    args += [f"{name}={value}" for name, value in parameters]
     result = subprocess.run(  # noqa: S603 - our own interpreter and script
         [str(sam_python()), str(REPO / "local" / "sam_transform.py"), *args],
         capture_output=True,
@@ -38,7 +39,10 @@ def _transformed(parameters: tuple[tuple[str, str], ...]) -> str:
     return result.stdout
 
 
-def transformed(parameters: dict[str, str]) -> dict[str, Any]:
-    """The transformed template for ``parameters`` (a fresh copy each call)."""
-    loaded: dict[str, Any] = json.loads(_transformed(tuple(sorted(parameters.items()))))
+def transformed(parameters: dict[str, str], *, layer_build: str = "") -> dict[str, Any]:
+    """The transformed template for ``parameters`` (a fresh copy each call); ``layer_build``
+    names another build of the shared layer, as a deployment that changed only ``shared/``."""
+    loaded: dict[str, Any] = json.loads(
+        _transformed(tuple(sorted(parameters.items())), layer_build)
+    )
     return loaded

@@ -7,19 +7,24 @@ handler's 503 with ``Retry-After``, not an authorizer failure (which API Gateway
 one database connection, not two.
 """
 
-from typing import Any
+from __future__ import annotations
 
-from aws_lambda_powertools.utilities.typing import LambdaContext
+from typing import TYPE_CHECKING, Any
 
+import blog.snapstart  # noqa: F401 - registers the SnapStart runtime hooks (it is snapshotted too)
+
+# Token verification alone: not blog.http, which brings the database layer and the resolver.
 from blog.auth import bearer_token, verify_token
 from blog.errors import AuthenticationError
-from blog.http import logger, tracer
+from blog.telemetry import lambda_entry, logger
+
+if TYPE_CHECKING:
+    from aws_lambda_powertools.utilities.typing import LambdaContext
 
 DENY: dict[str, Any] = {"isAuthorized": False}
 
 
-@tracer.capture_lambda_handler(capture_response=False)
-@logger.inject_lambda_context
+@lambda_entry(with_metrics=False)
 def lambda_handler(event: dict[str, Any], _context: LambdaContext) -> dict[str, Any]:
     token = bearer_token(event.get("headers"))
     if token is None:

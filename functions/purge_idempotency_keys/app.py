@@ -11,12 +11,10 @@ from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from blog import services
-from blog.http import logger, metrics, tracer
+from blog.telemetry import lambda_entry, logger, metrics
 
 
-@metrics.log_metrics
-@tracer.capture_lambda_handler(capture_response=False)
-@logger.inject_lambda_context
+@lambda_entry()
 def lambda_handler(_event: dict[str, Any], _context: LambdaContext) -> dict[str, int]:
     deleted = services.purge_idempotency_keys()
     metrics.add_metric(name="IdempotencyKeysPurged", unit=MetricUnit.Count, value=deleted)

@@ -1,33 +1,26 @@
-"""Domain package of the Users & Posts API, shipped as the functions' shared Lambda layer."""
+"""Domain package of the Users & Posts API, shipped as the functions' shared Lambda layer.
+
+In a Lambda execution environment the cyclic garbage collector is paused from the layer's first
+import until the first invocation ends (:func:`end_cold_start`). The tens of thousands of objects
+that the imports and the first call create (modules, classes, schemas, compiled statements) live
+as long as the process: collecting while they are made only scans them again and again, a tenth
+of a cold start. Then they are frozen, so later collections skip them, and the collector resumes.
+"""
 
 import gc as _gc
-from importlib import import_module as _import_module
+import os as _os
 
-#: What every function imports, and what allocates most of a process's long-lived objects.
-_DEPENDENCIES = (
-    "sqlalchemy.dialects.postgresql.pg8000",
-    "pg8000.dbapi",
-    "pydantic.main",
-    "aws_lambda_powertools.event_handler",
-)
-
-
-def _import_dependencies() -> None:
-    """Import the heavy dependencies with the cyclic garbage collector paused, then freeze them.
-
-    Their tens of thousands of module-level objects live as long as the process; collecting while
-    they are created only scans them again and again (a tenth of a cold start's imports), and
-    every later full collection would scan them once more. Frozen, collections skip them.
-    """
-    enabled = _gc.isenabled()
+# Only where Lambda runs the code (Powertools' own test, LAMBDA_TASK_ROOT): tests, local tools
+# and the migration function keep the collector as it is.
+_paused = bool(_os.environ.get("LAMBDA_TASK_ROOT")) and _gc.isenabled()
+if _paused:
     _gc.disable()
-    try:
-        for name in _DEPENDENCIES:
-            _import_module(name)
-    finally:
+
+
+def end_cold_start() -> None:
+    """Freeze what the cold start allocated and resume the collector, if it was paused; once."""
+    global _paused  # noqa: PLW0603 - one flag per process
+    if _paused:
+        _paused = False
         _gc.freeze()
-        if enabled:
-            _gc.enable()
-
-
-_import_dependencies()
+        _gc.enable()

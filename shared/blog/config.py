@@ -106,13 +106,9 @@ def get_settings() -> Settings:
     return Settings()
 
 
-@lru_cache(maxsize=1)
 def trace_aws_sdk() -> None:
-    """Have X-Ray trace the AWS SDK (a no-op where tracing is off); call before its first use.
+    """Have X-Ray trace the AWS SDK once tracing starts; call before its first use (see
+    :func:`blog.telemetry.trace_aws_sdk`)."""
+    from blog.telemetry import trace_aws_sdk as trace
 
-    Patching botocore imports it, which costs a cold start tens of milliseconds: a process pays
-    that only when it calls AWS (a secret to fetch), not at start-up.
-    """
-    from aws_lambda_powertools import Tracer
-
-    Tracer(auto_patch=False).patch(("botocore",))
+    trace()

@@ -19,7 +19,6 @@ from functools import partial, wraps
 from typing import TYPE_CHECKING, Annotated, Any, Final, TypeVar
 from urllib.parse import urlencode
 
-from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response
 from aws_lambda_powertools.event_handler.exceptions import ServiceError
 from aws_lambda_powertools.event_handler.openapi.exceptions import (
@@ -52,14 +51,7 @@ from blog.preconditions import Precondition, etag, not_modified, parse
 from blog.repositories import MAX_OFFSET, PageRequest
 from blog.schemas import ID_MAX
 from blog.services import Caller
-
-logger = Logger()  # service name: POWERTOOLS_SERVICE_NAME
-metrics = Metrics()  # namespace: POWERTOOLS_METRICS_NAMESPACE
-# X-Ray on Lambda (Tracing: Active), a no-op elsewhere. Only the AWS SDK is patched, and only
-# before its first call (blog.config.trace_aws_sdk): patching everything (the default) makes
-# X-Ray's SQLAlchemy hook compile each statement again, uncached, to record its text, which costs
-# more than the rest of a warm request's Python work.
-tracer = Tracer(auto_patch=False)
+from blog.telemetry import lambda_entry, logger, metrics
 
 JSON: Final = "application/json"
 #: Request bodies past this are refused before any parsing (posts are at most ~100k characters).
@@ -434,9 +426,7 @@ def http_handler(
 ) -> Callable[[dict[str, Any], LambdaContext], dict[str, Any]]:
     """The Lambda entry point for ``app``: body checks, correlation id, metrics, then routing."""
 
-    @metrics.log_metrics
-    @tracer.capture_lambda_handler(capture_response=False)  # responses may carry personal data
-    @logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_HTTP)
+    @lambda_entry(correlation_id_path=correlation_paths.API_GATEWAY_HTTP)
     def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
         checked = check_body(event)
         if isinstance(checked, Response):

@@ -320,6 +320,8 @@ class TokenRequest(Request):
 class TokenOut(BaseModel):
     """A signed, short-lived bearer token."""
 
+    model_config = ConfigDict(defer_build=True)  # built on first use: one function uses it
+
     access_token: str
     token_type: Literal["Bearer"] = "Bearer"
     expires_in: int = Field(description="Seconds until the token expires")
@@ -391,11 +393,15 @@ class TransferRequest(Request):
 class TransferOut(BaseModel):
     """How many posts moved."""
 
+    model_config = ConfigDict(defer_build=True)
+
     moved: int
 
 
 class Page(BaseModel, Generic[T]):
     """One page of a list, the total across pages, and the cursor of the next page."""
+
+    model_config = ConfigDict(defer_build=True)  # each list builds its own Page[...]
 
     items: list[T]
     total: int = Field(
@@ -414,6 +420,8 @@ class Page(BaseModel, Generic[T]):
 class ErrorBody(BaseModel):
     """The error part of every error response."""
 
+    model_config = ConfigDict(defer_build=True)  # for the OpenAPI document: never validated
+
     code: str
     message: str
     details: object | None = None
@@ -421,6 +429,8 @@ class ErrorBody(BaseModel):
 
 class ErrorOut(BaseModel):
     """Every error response: ``{"error": {"code", "message", "details"?}}``."""
+
+    model_config = ConfigDict(defer_build=True)
 
     error: ErrorBody
 

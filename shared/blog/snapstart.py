@@ -168,7 +168,10 @@ def _prepare_routes() -> None:
 
 
 def _database() -> None:
-    """The TLS context (the CA bundle parsed) and the engine: neither connects."""
+    """The TLS context (the CA bundle parsed) and the engine: neither connects. Only in a
+    function that uses the database (the authorizer does not)."""
+    if "blog.db" not in sys.modules:
+        return
     from blog import db
     from blog.config import get_settings
 

@@ -80,6 +80,8 @@ def _deferred() -> list[str]:
         and issubclass(model, BaseModel)
         and model.__module__ == schemas.__name__
         and not model.__pydantic_complete__
+        # a generic model (Page) validates nothing itself: its parametrizations do
+        and not model.__pydantic_generic_metadata__["parameters"]
     ]
     routes = [r.path for r in [*app._static_routes, *app._dynamic_routes] if r._dependant is None]
     return models + routes

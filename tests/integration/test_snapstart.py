@@ -139,9 +139,12 @@ def test_both_restores_answer_correctly_the_second_with_the_rotated_key(
 def test_the_first_invocation_after_each_restore_is_reported_as_a_cold_start(
     report: dict[str, Any],
 ) -> None:
+    # The logger reports every invocation; the tracer only sampled ones (these are not: it is
+    # never built, so its flag stays as the snapshot left it, for the first traced invocation).
+    logger = "aws_lambda_powertools.logging.logger"
     for restore in report["restores"]:
         assert restore["cold_start_before"] and all(restore["cold_start_before"].values())
-        assert not any(restore["cold_start_after"].values())
+        assert restore["cold_start_after"][logger] is False, restore["cold_start_after"]
 
 
 def test_after_restore_forgets_cached_credentials_and_reseeds(aws: None) -> None:
@@ -206,6 +209,7 @@ def test_prime_builds_what_a_first_request_would_and_keeps_no_credential(databas
         if isinstance(model, type)
         and issubclass(model, BaseModel)
         and model.__module__ == schemas.__name__
+        and not model.__pydantic_generic_metadata__["parameters"]  # Page: its parametrizations
     ]
     # and a connection made, which leaves parsed credentials behind
     with db.transaction() as conn:

@@ -67,3 +67,54 @@ def test_default_cost_meets_the_owasp_minimum(monkeypatch: pytest.MonkeyPatch) -
     defaults = Settings(database_url="postgresql+pg8000://x@localhost/db")
     assert defaults.argon2_memory_kib >= 19 * 1024
     assert defaults.argon2_time_cost >= 2
+
+
+def test_the_dummy_hash_costs_what_a_real_check_costs_and_matches_nothing(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from tests.conftest import reset_layer_caches
+
+    # Given: the default costs (tests lower them), and no password hashed on the way
+    for name in ("ARGON2_TIME_COST", "ARGON2_MEMORY_KIB", "ARGON2_PARALLELISM"):
+        monkeypatch.delenv(name, raising=False)
+    reset_layer_caches()
+    security.dummy_hash.cache_clear()
+
+    def no_hashing(_password: str) -> str:
+        raise AssertionError("the dummy hash at the default costs is made without hashing")
+
+    monkeypatch.setattr(security, "hash_password", no_hashing)
+    try:
+        # When
+        dummy = security.dummy_hash()
+        # Then: the costs are the configured ones (a check against it takes as long as a real
+        # one) and no password matches it
+        params = extract_parameters(dummy)
+        settings = get_settings()
+        assert (params.time_cost, params.memory_cost, params.parallelism) == (
+            settings.argon2_time_cost,
+            settings.argon2_memory_kib,
+            settings.argon2_parallelism,
+        )
+        assert not security.needs_rehash(dummy)
+        assert not security.verify_password(dummy, "")
+        assert not security.verify_password(dummy, "password")
+    finally:
+        monkeypatch.undo()
+        reset_layer_caches()
+        security.dummy_hash.cache_clear()
+
+
+def test_the_dummy_hash_follows_configured_costs() -> None:
+    security.dummy_hash.cache_clear()
+    try:
+        dummy = security.dummy_hash()
+        params = extract_parameters(dummy)
+        settings = get_settings()
+        assert (params.time_cost, params.memory_cost) == (
+            settings.argon2_time_cost,
+            settings.argon2_memory_kib,
+        )
+        assert not security.verify_password(dummy, "")
+    finally:
+        security.dummy_hash.cache_clear()

@@ -130,3 +130,23 @@ def test_function_roles_hold_only_the_runtime_policies_and_their_read_policies()
         expected = read_policies_for(name)
         assert read == expected, name
         assert not role.get("Policies"), f"{name} has inline policies"
+
+
+@pytest.mark.parametrize("parameters", [{}, {"Stage": "prod", "SnapStart": "enabled"}])
+def test_a_change_of_the_shared_layer_alone_publishes_a_new_version_of_every_function(
+    parameters: dict[str, str],
+) -> None:
+    # Given the same template transformed for two builds of the shared layer (a deployment
+    # that changed only shared/)
+    before = transformed(parameters)["Resources"]
+    after = transformed(parameters, layer_build="next")["Resources"]
+
+    # Then every alias points at a version that is new in the second transform: the alias
+    # `live` (and with SnapStart, its snapshot) runs the new layer, not only $LATEST
+    aliases = of_type(before, "AWS::Lambda::Alias")
+    assert aliases
+    for name, alias in aliases.items():
+        old = alias["Properties"]["FunctionVersion"]["Fn::GetAtt"][0]
+        new = after[name]["Properties"]["FunctionVersion"]["Fn::GetAtt"][0]
+        assert old != new, name
+        assert after[new]["Type"] == "AWS::Lambda::Version", name

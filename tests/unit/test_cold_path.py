@@ -1,0 +1,180 @@
+"""The cold path: what a function imports before its first call, and what that call leaves.
+
+Each case runs in a fresh interpreter, as a Lambda execution environment starts, with only the
+function's folder and the layer on ``sys.path``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from typing import Any
+
+from tests.conftest import REPO
+
+#: What the database layer, the resolver and the X-Ray SDK bring: none of it in the authorizer.
+HEAVY = ("sqlalchemy", "pg8000", "aws_lambda_powertools.event_handler", "aws_xray_sdk", "argon2")
+
+PRELUDE = """
+import gc, json, os, sys
+sys.path[:0] = [{function!r}, {shared!r}]
+
+class Context:
+    function_name = "test"
+    function_version = "$LATEST"
+    memory_limit_in_mb = 512
+    invoked_function_arn = "arn:aws:lambda:eu-west-1:123456789012:function:test"
+    aws_request_id = "0f3e5d1c-7c2b-4f0a-9d3e-1b2c3d4e5f60"
+"""
+
+
+def run_function(function: str, code: str, **env: str) -> dict[str, Any]:
+    """Run ``code`` after the prelude in a fresh interpreter; it prints one JSON object."""
+    script = PRELUDE.format(
+        function=str(REPO / "functions" / function), shared=str(REPO / "shared")
+    ) + textwrap.dedent(code)
+    # Lambda's environment, not what earlier tests of this process left in it (a local tool
+    # run in-process turns tracing off, as it must outside Lambda).
+    left_out = {"LAMBDA_TASK_ROOT", "PYTHONPATH", "POWERTOOLS_TRACE_DISABLED", "AWS_SAM_LOCAL"}
+    base = {k: v for k, v in os.environ.items() if k not in left_out}
+    done = subprocess.run(
+        [sys.executable, "-I", "-c", script],
+        env={**base, "JWT_SIGNING_KEY": "a-test-signing-key-long-enough-0123456789", **env},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    return result
+
+
+def test_the_authorizer_imports_neither_the_database_layer_nor_the_resolver() -> None:
+    # Given / When: the authorizer's module is imported, as Lambda does at its cold start
+    found = run_function(
+        "authorizer",
+        f"""
+        import app
+        print(json.dumps(sorted(m for m in sys.modules if m.startswith({HEAVY!r}))))
+        """,
+    )
+    # Then: it verifies tokens without the ORM, the driver, the resolver or the X-Ray SDK
+    assert found == []
+
+
+def test_the_authorizer_still_verifies_a_token_and_refuses_a_bad_one() -> None:
+    result = run_function(
+        "authorizer",
+        """
+        import app
+        from blog.auth import issue_token
+        token, _ = issue_token(7, 3)
+        good = app.lambda_handler({"headers": {"authorization": f"Bearer {token}"}}, Context())
+        bad = app.lambda_handler({"headers": {"authorization": f"Bearer {token}x"}}, Context())
+        print(json.dumps({"good": good, "bad": bad}))
+        """,
+    )
+    assert result["good"]["isAuthorized"] is True
+    assert result["good"]["context"]["user_id"] == 7
+    assert result["good"]["context"]["token_version"] == 3
+    assert result["bad"] == {"isAuthorized": False}
+
+
+def test_an_http_function_loads_no_xray_sdk_before_a_traced_invocation() -> None:
+    found = run_function(
+        "get_post",
+        """
+        import app
+        print(json.dumps(sorted(m for m in sys.modules if m.startswith("aws_xray_sdk"))))
+        """,
+        LAMBDA_TASK_ROOT=str(REPO / "functions" / "get_post"),
+    )
+    assert found == []
+
+
+def test_on_lambda_the_collector_is_paused_until_the_first_invocation_ends() -> None:
+    # Given: a function imported where Lambda runs it
+    states = run_function(
+        "authorizer",
+        """
+        import app
+        imported = gc.isenabled()
+        # When: it handles its first request (an anonymous one) and then a second
+        first = app.lambda_handler({"headers": {}}, Context())
+        after_first = (gc.isenabled(), gc.get_freeze_count())
+        app.lambda_handler({"headers": {}}, Context())
+        print(json.dumps({"imported": imported, "after_first": after_first,
+                          "after_second": gc.isenabled(), "first": first}))
+        """,
+        LAMBDA_TASK_ROOT=str(REPO / "functions" / "authorizer"),
+    )
+    # Then: no collection ran during the cold start; after it, what it allocated is frozen and
+    # the collector runs again
+    assert states["imported"] is False
+    enabled, frozen = states["after_first"]
+    assert enabled is True
+    assert frozen > 10_000
+    assert states["after_second"] is True
+    assert states["first"] == {"isAuthorized": False}
+
+
+def test_the_collector_resumes_when_the_first_invocation_fails() -> None:
+    states = run_function(
+        "authorizer",
+        """
+        from blog.telemetry import lambda_entry
+
+        @lambda_entry(with_metrics=False)
+        def handler(event, context):
+            raise RuntimeError("boom")
+
+        paused = not gc.isenabled()
+        try:
+            handler({}, Context())
+        except RuntimeError:
+            pass
+        print(json.dumps({"paused": paused, "enabled": gc.isenabled()}))
+        """,
+        LAMBDA_TASK_ROOT=str(REPO / "functions" / "authorizer"),
+    )
+    assert states == {"paused": True, "enabled": True}
+
+
+def test_the_import_function_resumes_the_collector_before_its_batch() -> None:
+    # A first batch may hold 10,000 users: its garbage must be collected, not frozen for good.
+    states = run_function(
+        "import_users",
+        """
+        import app
+        from blog import services
+        imported = gc.isenabled()
+        seen = []
+        services.import_user_batch = lambda users: seen.append(gc.isenabled()) or users
+        body = json.dumps({"users": [{"email": "a@example.com", "username": "ada",
+                                      "hashed_password": None, "password": "long-enough-1"}]})
+        event = {"Records": [{"messageId": "1", "receiptHandle": "r", "body": body,
+                              "attributes": {}, "messageAttributes": {}, "md5OfBody": "",
+                              "eventSource": "aws:sqs", "eventSourceARN": "arn", "awsRegion": "x"}]}
+        result = app.lambda_handler(event, Context())
+        print(json.dumps({"imported": imported, "during": seen, "result": result}))
+        """,
+        LAMBDA_TASK_ROOT=str(REPO / "functions" / "import_users"),
+    )
+    assert states["imported"] is False  # paused through the import, as every function
+    assert states["during"] == [True]
+    assert states["result"] == {"batchItemFailures": []}
+
+
+def test_outside_lambda_the_collector_is_left_alone() -> None:
+    states = run_function(
+        "authorizer",
+        """
+        import app
+        print(json.dumps({"enabled": gc.isenabled(), "frozen": gc.get_freeze_count()}))
+        """,
+    )
+    assert states == {"enabled": True, "frozen": 0}
