@@ -394,7 +394,7 @@ class Runner:
         self._functions = functions()
         self._load = load_handler
         self._handlers: dict[str, Callable[..., dict[str, Any]]] = {}
-        self._factories: dict[str, Any] = {}
+        self._engines: dict[str, Any] = {}
         self.statements: list[tuple[str, Any]] | None = None
         self._listen()
 
@@ -410,32 +410,31 @@ class Runner:
         self._record = record
 
     def close(self) -> None:
-        """Stop recording and let the layer find its own session factory again."""
+        """Stop recording and let the layer find its own engine again."""
         from sqlalchemy import event
         from sqlalchemy.engine import Engine
 
         from blog import db
 
         event.remove(Engine, "before_cursor_execute", self._record)
-        db.use_session_factory(None)
+        db.use_bind(None)
 
     def use(self, size: Size) -> None:
         """Point the layer at ``size``'s database (a NullPool engine of the layer's own kind)."""
         from sqlalchemy import create_engine
-        from sqlalchemy.orm import sessionmaker
         from sqlalchemy.pool import NullPool
 
         from blog import db
 
-        if size.label not in self._factories:
+        if size.label not in self._engines:
             credentials = db._credentials_from_url(size.url)  # noqa: SLF001 - the layer's connector
             engine = create_engine(
                 "postgresql+pg8000://",
                 creator=lambda: db._open_connection(credentials),  # noqa: SLF001
                 poolclass=NullPool,
             )
-            self._factories[size.label] = sessionmaker(bind=engine, expire_on_commit=False)
-        db.use_session_factory(self._factories[size.label])
+            self._engines[size.label] = engine
+        db.use_bind(self._engines[size.label])
 
     def call(self, route: str, event: dict[str, Any]) -> tuple[float, dict[str, Any]]:
         """One invocation; its wall time (ms) and reply (checked)."""

@@ -20,7 +20,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.pool import NullPool
 
 from benchmarks.bench_import import database
-from blog.models import IdempotencyKey
+from blog.tables import idempotency_keys
 
 SEED = """
 INSERT INTO idempotency_keys (scope, key, fingerprint, status_code, headers, body, expires_at)
@@ -31,14 +31,14 @@ FROM generate_series(1, :rows) AS g
 
 
 def _claim(scope: str, key: str) -> Any:
-    insert = pg_insert(IdempotencyKey).values(
+    insert = pg_insert(idempotency_keys).values(
         scope=scope, key=key, fingerprint="f", expires_at=func.now() + timedelta(days=1)
     )
     return insert.on_conflict_do_update(
-        index_elements=[IdempotencyKey.scope, IdempotencyKey.key],
+        index_elements=[idempotency_keys.c.scope, idempotency_keys.c.key],
         set_={"fingerprint": insert.excluded.fingerprint},
-        where=IdempotencyKey.expires_at <= func.now(),
-    ).returning(IdempotencyKey.scope)
+        where=idempotency_keys.c.expires_at <= func.now(),
+    ).returning(idempotency_keys.c.scope)
 
 
 def statements() -> dict[str, Any]:
@@ -60,8 +60,9 @@ def statements() -> dict[str, Any]:
         "claim a new key": _claim("user:7", "a-new-key"),
         # Row 30 expires in 6 hours (row g: mod(g, 48) - 24 hours from now).
         "claim a live key": _claim("user:30", hashlib.md5(b"30").hexdigest()),  # noqa: S324
-        "read a record": select(IdempotencyKey).where(
-            IdempotencyKey.scope == "user:7", IdempotencyKey.key == literal_column("md5('7')")
+        "read a record": select(idempotency_keys).where(
+            idempotency_keys.c.scope == "user:7",
+            idempotency_keys.c.key == literal_column("md5('7')"),
         ),
         "purge one batch": captured["purge"],
     }

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 from alembic import context
 
-from blog.models import Base
+from blog.tables import metadata
 
 if TYPE_CHECKING:
     from sqlalchemy import Connection
@@ -29,7 +29,7 @@ if TYPE_CHECKING:
 OFFLINE_URL: Final = "postgresql+pg8000://"
 
 config = context.config
-target_metadata = Base.metadata
+target_metadata = metadata
 
 # Shared by both modes. Types and server defaults are compared too, so `alembic check` notices
 # any drift between the models and the migrated schema.

@@ -45,9 +45,8 @@ def reset_layer_caches() -> None:
 
     get_settings.cache_clear()
     db.get_engine.cache_clear()
-    db._default_session_factory.cache_clear()
     db.ssl_context.cache_clear()
-    db.use_session_factory(None)
+    db.use_bind(None)
     security._hasher.cache_clear()
 
 
@@ -160,24 +159,18 @@ def database_url(pg_admin_url: str) -> Iterator[str]:
 def db(database_url: str) -> Iterator[None]:
     """Isolation: everything the test commits is rolled back at its end.
 
-    SQLAlchemy's recipe: an outer transaction on one connection, and sessions that join it with
-    savepoints, so code under test may commit and roll back freely.
+    SQLAlchemy's recipe: an outer transaction on one connection, and units of work that join it
+    with savepoints, so code under test may commit and roll back freely.
     """
-    from sqlalchemy.orm import sessionmaker
-
     from blog import db as layer_db
 
     connection = layer_db.get_engine().connect()
     outer = connection.begin()
-    layer_db.use_session_factory(
-        sessionmaker(
-            bind=connection, join_transaction_mode="create_savepoint", expire_on_commit=False
-        )
-    )
+    layer_db.use_bind(connection)
     try:
         yield
     finally:
-        layer_db.use_session_factory(None)
+        layer_db.use_bind(None)
         outer.rollback()
         connection.close()
 

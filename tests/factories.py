@@ -6,7 +6,7 @@ import itertools
 from typing import Any
 
 from blog import db
-from blog.models import Post, User
+from blog.records import PostRecord, UserRecord
 from blog.repositories import PostRepository, UserRepository
 from blog.security import hash_password
 
@@ -25,16 +25,16 @@ def user_values(**overrides: Any) -> dict[str, Any]:
     return values
 
 
-def make_user(**overrides: Any) -> User:
+def make_user(**overrides: Any) -> UserRecord:
     """Insert and commit a user."""
-    with db.transaction() as session:
-        return UserRepository(session).create(**user_values(**overrides))
+    with db.transaction() as connection:
+        return UserRepository(connection).create(**user_values(**overrides))
 
 
-def make_post(author: User, **overrides: Any) -> Post:
+def make_post(author: UserRecord, **overrides: Any) -> PostRecord:
     """Insert and commit a post by ``author`` (a draft unless ``published=True``)."""
     n = next(_seq)
     values: dict[str, Any] = {"title": f"Post {n}", "content": f"Content of post {n}"}
     values.update(overrides)
-    with db.transaction() as session:
-        return PostRepository(session).create(author_id=author.id, **values)
+    with db.transaction() as connection:
+        return PostRepository(connection).create(author_id=author.id, **values)

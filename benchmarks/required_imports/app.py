@@ -1,12 +1,12 @@
 """A lower bound for the layer's cold start: a handler that imports what any handler of this
 stack must import (the project's required packages, the parts a route uses) and does nothing.
 
-SQLAlchemy's ORM with the pg8000 dialect, pg8000, pydantic, and Powertools' HTTP resolver and
-logger; not the tracer, the metrics, the settings or any of the layer's code. They are imported
-with the garbage collector paused, as the layer does, so this is the least they can cost.
-``make bench``
-starts it cold beside the functions: how long this takes, against the FastAPI + Mangum app, is
-the least cold-start ratio any handler built on these packages can reach. Never deployed.
+SQLAlchemy Core with the pg8000 dialect (the request path builds Core statements; the ORM is
+not needed there), pg8000, pydantic, and Powertools' HTTP resolver and logger; not the tracer,
+the metrics, the settings or any of the layer's code. They are imported with the garbage
+collector paused, as the layer does, so this is the least they can cost. ``make bench`` starts
+it cold beside the functions: how long this takes, against the FastAPI + Mangum app, is the
+least cold-start ratio any handler built on these packages can reach. Never deployed.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ import sqlalchemy.dialects.postgresql.pg8000  # noqa: E402, F401  (postgresql+pg
 from aws_lambda_powertools.event_handler import APIGatewayHttpResolver  # noqa: E402
 from aws_lambda_powertools.logging import Logger  # noqa: E402
 from pydantic import BaseModel  # noqa: E402
-from sqlalchemy.orm import DeclarativeBase, Session  # noqa: E402, F401
+from sqlalchemy import Connection, Table  # noqa: E402, F401
 
 gc.freeze()
 gc.enable()

@@ -1,4 +1,4 @@
-"""Engine, sessions and transactions: one NullPool engine per execution environment.
+"""Engine, connections and transactions: one NullPool engine per execution environment.
 
 Lambda runs one request at a time per process, so a client-side pool only holds connections
 that RDS Proxy (or the server) would otherwise reuse; NullPool opens a connection per unit of work
@@ -28,10 +28,9 @@ import pg8000.converters
 import pg8000.core
 import pg8000.dbapi
 import scramp.core  # type: ignore[import-untyped]
-from sqlalchemy import Engine, create_engine
+from sqlalchemy import Connection, Engine, create_engine
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import make_url
-from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import NullPool
 
 from blog.config import SSLMode, get_settings, trace_aws_sdk
@@ -446,23 +445,15 @@ def get_engine() -> Engine:
     return create_engine("postgresql+pg8000://", creator=_connect, poolclass=NullPool)
 
 
-_session_factory_override: sessionmaker[Session] | None = None
+_bind_override: Engine | Connection | None = None
 
 
-@lru_cache(maxsize=1)
-def _default_session_factory() -> sessionmaker[Session]:
-    return sessionmaker(bind=get_engine(), expire_on_commit=False)
-
-
-def get_session_factory() -> sessionmaker[Session]:
-    """The session factory used by :func:`transaction`."""
-    return _session_factory_override or _default_session_factory()
-
-
-def use_session_factory(factory: sessionmaker[Session] | None) -> None:
-    """Make :func:`transaction` use ``factory`` (tests bind it to one transaction); None resets."""
-    global _session_factory_override  # noqa: PLW0603 - one process-wide switch, by design
-    _session_factory_override = factory
+def use_bind(bind: Engine | Connection | None) -> None:
+    """Make :func:`transaction` run on ``bind`` instead of :func:`get_engine`: another engine, or
+    a connection in a transaction of its own (tests), which each unit of work then joins with a
+    savepoint; None resets."""
+    global _bind_override  # noqa: PLW0603 - one process-wide switch, by design
+    _bind_override = bind
 
 
 def translate_error(error: BaseException) -> DomainError:  # noqa: PLR0911 - one table
@@ -510,7 +501,7 @@ def _translated(error: Exception) -> DomainError:
 
 
 #: The unit of work open in this context, which a nested :func:`transaction` joins.
-_current: ContextVar[Session | None] = ContextVar("blog_unit_of_work", default=None)
+_current: ContextVar[Connection | None] = ContextVar("blog_unit_of_work", default=None)
 
 
 def in_transaction() -> bool:
@@ -519,38 +510,48 @@ def in_transaction() -> bool:
 
 
 @contextmanager
-def transaction() -> Iterator[Session]:
-    """One unit of work: a Session in a transaction, committed on success, rolled back on error.
+def transaction() -> Iterator[Connection]:
+    """One unit of work: a Connection in a transaction, committed on success, rolled back on error.
 
-    Driver errors leave as domain errors (see :func:`translate_error`); the session, and with
-    NullPool its connection, is closed either way. Opened inside another one (a use case run as
-    part of a larger one, e.g. with its idempotency record), it joins it: the outer one commits,
-    or rolls everything back.
+    Driver errors leave as domain errors (see :func:`translate_error`); the connection (with
+    NullPool, the database connection) is closed either way. Opened inside another one (a use
+    case run as part of a larger one, e.g. with its idempotency record), it joins it: the outer
+    one commits, or rolls everything back.
     """
     joined = _current.get()
     if joined is not None:
         yield joined
         return
-    session = get_session_factory()()
-    token = _current.set(session)
+    bind = _bind_override or get_engine()
     try:
-        with session.begin():
-            yield session
+        if isinstance(bind, Connection):
+            # A connection already in a transaction (tests): this unit of work is a savepoint.
+            token = _current.set(bind)
+            try:
+                with bind.begin_nested():
+                    yield bind
+            finally:
+                _current.reset(token)
+            return
+        with bind.connect() as connection:
+            token = _current.set(connection)
+            try:
+                with connection.begin():
+                    yield connection
+            finally:
+                _current.reset(token)
     except DomainError:
         raise
     except (sa_exc.SQLAlchemyError, pg8000.dbapi.Error, OSError, UnicodeError) as error:
         raise _translated(error) from error
-    finally:
-        _current.reset(token)
-        session.close()
 
 
 @contextmanager
-def savepoint(session: Session) -> Iterator[Session]:
+def savepoint(connection: Connection) -> Iterator[Connection]:
     """A nested transaction: an error inside rolls back to the savepoint; the outer work stays."""
     try:
-        with session.begin_nested():
-            yield session
+        with connection.begin_nested():
+            yield connection
     except DomainError:
         raise
     except (sa_exc.SQLAlchemyError, pg8000.dbapi.Error, UnicodeError) as error:

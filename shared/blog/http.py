@@ -43,9 +43,9 @@ if TYPE_CHECKING:
 import blog.snapstart  # noqa: F401 - registers the SnapStart runtime hooks
 from blog import services
 from blog.auth import LEEWAY_S, bearer_token, verify_token
+from blog.domain import IDEMPOTENCY_KEY_MAX
 from blog.errors import AuthenticationError, DomainError
 from blog.idempotency import IdempotentRequest, StoredReply, fingerprint, scope_for
-from blog.models import IDEMPOTENCY_KEY_MAX
 from blog.pagination import CURSOR_MAX_CHARS
 from blog.preconditions import Precondition, etag, not_modified, parse
 from blog.repositories import MAX_OFFSET, PageRequest

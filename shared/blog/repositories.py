@@ -1,14 +1,19 @@
-"""Repositories: every query of the domain. They take a Session, may flush, and never commit."""
+"""Repositories: every query of the domain, and the only place SQL is built.
+
+Core statements on the tables of :mod:`blog.tables`, executed on the unit of work's
+``Connection`` (:func:`blog.db.transaction`); rows come back as the immutable records of
+:mod:`blog.records` (lists as result rows of their columns). Repositories never commit.
+"""
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import lru_cache
 from operator import itemgetter
-from typing import TYPE_CHECKING, Any, Final, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, Final, Generic, TypeVar
 
 from sqlalchemy import (
     Column,
@@ -26,6 +31,7 @@ from sqlalchemy import (
     column,
     delete,
     func,
+    insert,
     literal_column,
     or_,
     select,
@@ -34,29 +40,26 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.postgresql import JSONB, aggregate_order_by
 from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.orm import InstrumentedAttribute, Session, selectinload
 from sqlalchemy.schema import CreateTable, DropTable
 
 from blog.config import get_settings
-from blog.errors import ValidationError
-from blog.models import (
+from blog.domain import (
     ACCOUNT_WIDE,
     STATUS_ACTIVE,
     STATUS_INACTIVE,
-    Base,
-    IdempotencyKey,
-    Post,
-    User,
     normalize_email,
     normalize_username,
-    sign_in_failures,
 )
+from blog.errors import ValidationError
 from blog.pagination import decode_cursor, encode_cursor
+from blog.records import IdempotencyRecord, PostRecord, UserRecord, UserWithPosts
+from blog.tables import idempotency_keys, posts, sign_in_failures, users
 
 if TYPE_CHECKING:
+    from sqlalchemy import Connection, Row
     from sqlalchemy.engine import Dialect
 
-ModelT = TypeVar("ModelT", bound=Base)
+RecordT = TypeVar("RecordT")
 T = TypeVar("T")
 
 #: ``page``/``page_size`` reach only this far into a list: past it, the client follows
@@ -97,16 +100,16 @@ class ListQuery:
     its ``scope`` (the list and its filters, which a cursor must match)."""
 
     stmt: Select[*tuple[Any, ...]]
-    keys: tuple[InstrumentedAttribute[Any], ...]
+    keys: tuple[Column[Any], ...]
     descending: bool
     scope: str
 
 
 @lru_cache(maxsize=8)
-def _select_by_id(model: type[Base]) -> Select[Any]:
-    """``SELECT … WHERE id = :id`` of ``model``, built once: executing one statement object
-    again spares the building and cache-key work that ``Session.get`` repeats on every call."""
-    return select(model).where(model.id == bindparam("id"))  # type: ignore[attr-defined]
+def _select_by_id(table: Table) -> Select[Any]:
+    """``SELECT … WHERE id = :id`` of ``table``, built once: executing one statement object
+    again spares the building and cache-key work of a new one on every call."""
+    return select(table).where(table.c.id == bindparam("id"))
 
 
 def page_bounds(page: int, page_size: int | None) -> tuple[int, int]:
@@ -134,43 +137,49 @@ def like_pattern(text: str) -> str:
     return f"%{escaped}%"
 
 
-def _key_kinds(keys: tuple[InstrumentedAttribute[Any], ...]) -> tuple[type, ...]:
+def _key_kinds(keys: tuple[Column[Any], ...]) -> tuple[type, ...]:
     return tuple(datetime if isinstance(k.type, DateTime) else int for k in keys)
 
 
-class Repository(Generic[ModelT]):
-    """Generic data access for one model with an integer ``id`` primary key."""
+class Repository(Generic[RecordT]):
+    """Generic data access for one table with an integer ``id`` primary key; rows come back as
+    ``record`` instances."""
 
-    model: type[ModelT]
+    table: ClassVar[Table]
+    record: ClassVar[Callable[..., Any]]
 
-    def __init__(self, session: Session) -> None:
-        self.session = session
+    def __init__(self, connection: Connection) -> None:
+        self.connection = connection
 
-    @property
-    def _id(self) -> Any:
-        return self.model.id  # type: ignore[attr-defined]
+    def _record(self, row: Row[Any] | None) -> RecordT | None:
+        return None if row is None else self._one(row)
 
-    def get(self, id_: int) -> ModelT | None:
+    def _one(self, row: Row[Any]) -> RecordT:
+        made: RecordT = self.record(**row._mapping)
+        return made
+
+    def get(self, id_: int) -> RecordT | None:
         """The row with this id, or None."""
-        found: ModelT | None = self.session.execute(
-            _select_by_id(self.model), {"id": id_}
-        ).scalar_one_or_none()
-        return found
+        return self._record(
+            self.connection.execute(_select_by_id(self.table), {"id": id_}).one_or_none()
+        )
 
-    def lock(self, id_: int, *, key_share: bool = False) -> ModelT | None:
+    def lock(self, id_: int, *, key_share: bool = False) -> RecordT | None:
         """The row with this id, locked until the transaction ends; None if missing.
 
         ``FOR UPDATE`` by default; ``key_share=True`` takes ``FOR KEY SHARE``, enough to keep the
         row from being deleted while letting others update it.
         """
-        stmt = select(self.model).where(self._id == id_)
+        stmt = select(self.table).where(self.table.c.id == id_)
         stmt = stmt.with_for_update(read=key_share, key_share=key_share)
-        return self.session.scalar(stmt.execution_options(populate_existing=True))
+        return self._record(self.connection.execute(stmt).one_or_none())
 
-    def get_many(self, *, offset: int = 0, limit: int = 100) -> Sequence[ModelT]:
+    def _all(self, stmt: Select[Any]) -> list[RecordT]:
+        return [self._one(row) for row in self.connection.execute(stmt)]
+
+    def get_many(self, *, offset: int = 0, limit: int = 100) -> list[RecordT]:
         """Rows ordered by id, ``limit`` of them from ``offset``."""
-        stmt = select(self.model).order_by(self._id).offset(offset).limit(limit)
-        return self.session.scalars(stmt).all()
+        return self._all(select(self.table).order_by(self.table.c.id).offset(offset).limit(limit))
 
     def list_page(self, query: ListQuery, request: PageRequest) -> Page[Any]:
         """One page of ``query``'s rows in its key order, the total, and the next cursor.
@@ -196,10 +205,10 @@ class Repository(Generic[ModelT]):
         matching: Select[Any] = query.stmt.with_only_columns(literal_column("1"))
         matching = matching.limit(TOTAL_EXACT_MAX + 1)
         count = select(func.count()).select_from(matching.subquery())
-        rows = self.session.execute(
+        rows = self.connection.execute(
             stmt.add_columns(count.scalar_subquery().label("total_")).offset(offset).limit(size + 1)
         ).all()
-        counted = int(rows[0].total_) if rows else int(self.session.scalar(count) or 0)
+        counted = int(rows[0].total_) if rows else int(self.connection.scalar(count) or 0)
         total, exact = counted, counted <= TOTAL_EXACT_MAX
         if not exact:
             total = max(self._estimate(query.stmt), counted)
@@ -221,97 +230,99 @@ class Repository(Generic[ModelT]):
 
     def _estimate(self, stmt: Select[*tuple[Any, ...]]) -> int:
         """The planner's estimate of how many rows ``stmt`` returns (no row is read)."""
-        connection = self.session.connection()
+        connection = self.connection
         compiled = stmt.with_only_columns(literal_column("1")).compile(dialect=connection.dialect)
         params = tuple(compiled.params[name] for name in compiled.positiontup or ())
         plan = connection.exec_driver_sql(f"EXPLAIN (FORMAT JSON) {compiled}", params).scalar()
         document: Any = json.loads(plan) if isinstance(plan, str) else plan
         return int(document[0]["Plan"]["Plan Rows"])
 
-    def create(self, **values: Any) -> ModelT:
-        """Insert a row and flush, so its id and server defaults are available (eager defaults)."""
-        instance = self.model(**values)
-        self.session.add(instance)
-        self.session.flush()
-        return instance
+    def create(self, **values: Any) -> RecordT:
+        """Insert a row; it comes back whole (id and server defaults) through ``RETURNING``."""
+        stmt = insert(self.table).values(**values).returning(*self.table.c)
+        return self._one(self.connection.execute(stmt).one())
 
-    def update(self, id_: int, **values: Any) -> ModelT | None:
+    def update(self, id_: int, **values: Any) -> RecordT | None:
         """``UPDATE … RETURNING`` the row with this id, one version on; None when there is none."""
-        version = self.model.version  # type: ignore[attr-defined]
         stmt = (
-            update(self.model)
-            .where(self._id == id_)
-            .values(**values, version=version + 1)
-            .returning(self.model)
-            # The identity map may hold an older copy of the row: overwrite it with what RETURNING
-            # sent back, instead of a second SELECT.
-            .execution_options(synchronize_session=False, populate_existing=True)
+            update(self.table)
+            .where(self.table.c.id == id_)
+            .values(**values, version=self.table.c.version + 1)
+            .returning(*self.table.c)
         )
-        return self.session.scalars(stmt).one_or_none()
+        return self._record(self.connection.execute(stmt).one_or_none())
 
     def delete(self, id_: int) -> bool:
         """Delete the row with this id; whether there was one."""
-        result = self.session.execute(
-            delete(self.model).where(self._id == id_).execution_options(synchronize_session=False)
-        )
-        return bool(result.rowcount)  # type: ignore[attr-defined]
+        result = self.connection.execute(delete(self.table).where(self.table.c.id == id_))
+        return bool(result.rowcount)
 
     def count(self, *criteria: ColumnElement[bool]) -> int:
         """Number of rows matching ``criteria`` (all rows when none)."""
-        stmt = select(func.count()).select_from(self.model).where(*criteria)
-        return int(self.session.scalar(stmt) or 0)
+        stmt = select(func.count()).select_from(self.table).where(*criteria)
+        return int(self.connection.scalar(stmt) or 0)
 
 
-class UserRepository(Repository[User]):
+class UserRepository(Repository[UserRecord]):
     """Queries over users."""
 
-    model = User
+    table = users
+    record = UserRecord
 
-    def get_by_email(self, email: str) -> User | None:
+    def create(self, **values: Any) -> UserRecord:
+        """Insert a user, email and username in their stored spelling (see :mod:`blog.domain`)."""
+        return super().create(**_user_values(values))
+
+    def get_by_email(self, email: str) -> UserRecord | None:
         """The user with this email, ignoring case."""
-        return self.session.scalar(select(User).where(User.email == normalize_email(email)))
+        stmt = select(users).where(users.c.email == normalize_email(email))
+        return self._record(self.connection.execute(stmt).one_or_none())
 
-    def get_by_username(self, username: str) -> User | None:
+    def get_by_username(self, username: str) -> UserRecord | None:
         """The user with this username, ignoring case."""
-        stmt = select(User).where(User.username == normalize_username(username))
-        return self.session.scalar(stmt)
+        stmt = select(users).where(users.c.username == normalize_username(username))
+        return self._record(self.connection.execute(stmt).one_or_none())
 
-    def get_with_posts(self, user_id: int) -> User | None:
-        """The user with all their posts loaded in one extra query (no lazy loads later)."""
-        stmt = select(User).options(selectinload(User.posts)).where(User.id == user_id)
-        return self.session.scalar(stmt)
+    def get_with_posts(self, user_id: int) -> UserWithPosts | None:
+        """The user with all their posts (by id), in one extra statement (no N+1 later)."""
+        user = self.connection.execute(_select_by_id(users), {"id": user_id}).one_or_none()
+        if user is None:
+            return None
+        stmt = select(posts).where(posts.c.author_id == user_id).order_by(posts.c.id)
+        found = tuple(PostRecord(**row._mapping) for row in self.connection.execute(stmt))
+        return UserWithPosts(**user._mapping, posts=found)
 
-    def active_users_query(self) -> Select[User]:
+    def active_users_query(self) -> Select[Any]:
         """Active users, by id."""
-        return select(User).where(User.is_active).order_by(User.id)
+        return select(users).where(users.c.is_active).order_by(users.c.id)
 
-    def get_active_users(self, *, offset: int = 0, limit: int = 100) -> Sequence[User]:
+    def get_active_users(self, *, offset: int = 0, limit: int = 100) -> list[UserRecord]:
         """Active users, by id, ``limit`` of them from ``offset``."""
-        return self.session.scalars(self.active_users_query().offset(offset).limit(limit)).all()
+        return self._all(self.active_users_query().offset(offset).limit(limit))
 
     @staticmethod
     def active_users_list() -> ListQuery:
         """``GET /users``: active users by id (``ix_users_active_id``), without password hashes."""
         return ListQuery(
-            select(*USER_LIST_COLUMNS).where(User.is_active), (User.id,), False, "users"
+            select(*USER_LIST_COLUMNS).where(users.c.is_active), (users.c.id,), False, "users"
         )
 
-    def deactivate(self, user_id: int) -> User | None:
+    def deactivate(self, user_id: int) -> UserRecord | None:
         """Mark the user inactive (both the flag and the status column) and void their tokens;
         None if missing."""
         return self.update(
             user_id,
             is_active=False,
             status=STATUS_INACTIVE,
-            token_version=User.token_version + 1,
+            token_version=users.c.token_version + 1,
         )
 
-    def revoke_tokens(self, user_id: int, **changes: Any) -> User | None:
+    def revoke_tokens(self, user_id: int, **changes: Any) -> UserRecord | None:
         """Move the user's token version on (every token issued so far is void), with
         ``changes``; None if missing."""
-        return self.update(user_id, token_version=User.token_version + 1, **changes)
+        return self.update(user_id, token_version=users.c.token_version + 1, **changes)
 
-    def activate(self, user_id: int) -> User | None:
+    def activate(self, user_id: int) -> UserRecord | None:
         """Mark the user active again; None if missing."""
         return self.update(user_id, is_active=True, status=STATUS_ACTIVE)
 
@@ -320,8 +331,8 @@ class UserRepository(Repository[User]):
         values = [_user_values(row) for row in rows]
         if not values:
             return []
-        stmt = pg_insert(User).returning(User.id, sort_by_parameter_order=True)
-        return list(self.session.scalars(stmt, values).all())
+        stmt = pg_insert(users).returning(users.c.id, sort_by_parameter_order=True)
+        return list(self.connection.scalars(stmt, values).all())
 
     def upsert(self, rows: Iterable[Mapping[str, Any]]) -> list[int]:
         """Insert users, or update username and password of those whose email exists.
@@ -348,25 +359,25 @@ class UserRepository(Repository[User]):
             .table_valued(column("value", JSONB), with_ordinality="position")
             .render_derived(name="src")
         )
-        insert_stmt = pg_insert(User).from_select(
+        insert_stmt = pg_insert(users).from_select(
             list(columns),
             select(*(source.c.value.op("->>")(name) for name in columns)).order_by(
                 source.c.position
             ),
         )
-        changed = tuple_(User.username, User.hashed_password).is_distinct_from(
+        changed = tuple_(users.c.username, users.c.hashed_password).is_distinct_from(
             tuple_(insert_stmt.excluded.username, insert_stmt.excluded.hashed_password)
         )
         stmt = insert_stmt.on_conflict_do_update(
-            index_elements=[User.email],
+            index_elements=[users.c.email],
             set_={
                 "username": insert_stmt.excluded.username,
                 "hashed_password": insert_stmt.excluded.hashed_password,
-                "updated_at": case((changed, func.now()), else_=User.updated_at),
-                "version": case((changed, User.version + 1), else_=User.version),
+                "updated_at": case((changed, func.now()), else_=users.c.updated_at),
+                "version": case((changed, users.c.version + 1), else_=users.c.version),
             },
-        ).returning(User.id, User.email)
-        ids = {email: id_ for id_, email in self.session.execute(stmt).all()}
+        ).returning(users.c.id, users.c.email)
+        ids = {email: id_ for id_, email in self.connection.execute(stmt).all()}
         return [ids[email] for email in by_email]
 
     def copy_upsert(self, rows: Iterable[Mapping[str, Any]]) -> list[int]:
@@ -399,7 +410,7 @@ class UserRepository(Repository[User]):
             return []
         count = len(emails)
         data = copy_text(list(zip(map(str, range(count)), emails, usernames, hashes, strict=True)))
-        connection = self.session.connection()
+        connection = self.connection
         create, drop = _staging_ddl(connection.dialect)
         connection.exec_driver_sql(create)
         cursor = connection.connection.driver_connection.cursor()  # type: ignore[union-attr]
@@ -426,8 +437,8 @@ class UserRepository(Repository[User]):
     def hashes_by_email(self, emails: Iterable[str]) -> dict[str, str]:
         """The stored password hashes of those of ``emails`` that exist."""
         wanted = [normalize_email(e) for e in emails]
-        stmt = select(User.email, User.hashed_password).where(User.email.in_(wanted))
-        return {row.email: row.hashed_password for row in self.session.execute(stmt)}
+        stmt = select(users.c.email, users.c.hashed_password).where(users.c.email.in_(wanted))
+        return {row.email: row.hashed_password for row in self.connection.execute(stmt)}
 
 
 def _user_values(row: Mapping[str, Any]) -> dict[str, Any]:
@@ -498,18 +509,18 @@ def _staging_ddl(dialect: Dialect) -> tuple[str, str]:
 def _upsert_from_staging() -> Any:
     columns = ("email", "username", "hashed_password")
     source = select(*(_STAGING.c[name] for name in columns)).order_by(_STAGING.c.position)
-    insert_stmt = pg_insert(User).from_select(list(columns), source)
+    insert_stmt = pg_insert(users).from_select(list(columns), source)
     excluded = insert_stmt.excluded
     return insert_stmt.on_conflict_do_update(
-        index_elements=[User.email],
+        index_elements=[users.c.email],
         set_={
             "username": excluded.username,
             "hashed_password": excluded.hashed_password,
             "updated_at": func.now(),
-            "version": User.version + 1,
+            "version": users.c.version + 1,
         },
         # Still locks the row, so later messages wait as for any update.
-        where=tuple_(User.username, User.hashed_password).is_distinct_from(
+        where=tuple_(users.c.username, users.c.hashed_password).is_distinct_from(
             tuple_(excluded.username, excluded.hashed_password)
         ),
     )
@@ -528,12 +539,12 @@ def _ids(user_id: ColumnElement[Any]) -> Select[Any]:
     ).select_from(_STAGING)
 
 
-_USER_ID: Final = select(User.id).where(User.email == _STAGING.c.email).scalar_subquery()
+_USER_ID: Final = select(users.c.id).where(users.c.email == _STAGING.c.email).scalar_subquery()
 _IDS_FROM_STAGING: Final = _ids(_USER_ID)
 # The upsert, with the ids and the emails of the rows it wrote, each column as one text value in
 # the order they were written (both aggregates read the same rows in one pass): no join, no sort,
 # no look-up per row (together 4-5 ms of server time per 10,000 rows).
-_UPSERTED: Final = _UPSERT_FROM_STAGING.returning(User.id, User.email).cte("upserted")
+_UPSERTED: Final = _UPSERT_FROM_STAGING.returning(users.c.id, users.c.email).cte("upserted")
 _UPSERT_RETURNING_IDS: Final = select(
     func.string_agg(_UPSERTED.c.id.cast(Text), literal_column("','")),
     func.string_agg(_UPSERTED.c.email, bindparam("sep", type_=Text)),
@@ -544,26 +555,26 @@ _SEPARATORS: Final = ("\n", "\t", " ", ",")
 
 #: What a list shows of a user: never the password hash.
 USER_LIST_COLUMNS: Final = (
-    User.id,
-    User.email,
-    User.username,
-    User.is_active,
-    User.is_admin,
-    User.created_at,
-    User.updated_at,
+    users.c.id,
+    users.c.email,
+    users.c.username,
+    users.c.is_active,
+    users.c.is_admin,
+    users.c.created_at,
+    users.c.updated_at,
 )
 #: What a list shows of a post: the start of its content, from which the excerpt is cut, so a
 #: page's size does not depend on how long the posts are.
 POST_LIST_COLUMNS: Final = (
-    Post.id,
-    Post.title,
-    func.substr(Post.content, 1, EXCERPT_SOURCE_CHARS).label("excerpt"),
-    Post.published,
-    Post.author_id,
-    Post.created_at,
-    Post.updated_at,
+    posts.c.id,
+    posts.c.title,
+    func.substr(posts.c.content, 1, EXCERPT_SOURCE_CHARS).label("excerpt"),
+    posts.c.published,
+    posts.c.author_id,
+    posts.c.created_at,
+    posts.c.updated_at,
 )
-NEWEST_FIRST: Final = (Post.created_at, Post.id)
+NEWEST_FIRST: Final = (posts.c.created_at, posts.c.id)
 
 
 def _has_trigram(text: ColumnElement[str]) -> ColumnElement[bool]:
@@ -580,64 +591,67 @@ def _has_trigram(text: ColumnElement[str]) -> ColumnElement[bool]:
 _HAS_TRIGRAM: Final = select(_has_trigram(bindparam("text", type_=Text)))
 
 
-class PostRepository(Repository[Post]):
+class PostRepository(Repository[PostRecord]):
     """Queries over posts. Lists are newest first, ties broken by id."""
 
-    model = Post
+    table = posts
+    record = PostRecord
 
     @staticmethod
-    def _newest_first(stmt: Select[Post]) -> Select[Post]:
-        return stmt.order_by(Post.created_at.desc(), Post.id.desc())
+    def _newest_first(stmt: Select[Any]) -> Select[Any]:
+        return stmt.order_by(posts.c.created_at.desc(), posts.c.id.desc())
 
-    def published_query(self) -> Select[Post]:
+    def published_query(self) -> Select[Any]:
         """Published posts, newest first."""
-        return self._newest_first(select(Post).where(Post.published))
+        return self._newest_first(select(posts).where(posts.c.published))
 
-    def get_published(self, *, offset: int = 0, limit: int = 100) -> Sequence[Post]:
+    def get_published(self, *, offset: int = 0, limit: int = 100) -> list[PostRecord]:
         """Published posts, newest first."""
-        return self.session.scalars(self.published_query().offset(offset).limit(limit)).all()
+        return self._all(self.published_query().offset(offset).limit(limit))
 
-    def by_author_query(self, author_id: int, *, include_drafts: bool = False) -> Select[Post]:
+    def by_author_query(self, author_id: int, *, include_drafts: bool = False) -> Select[Any]:
         """The author's posts, newest first; drafts only when asked."""
-        stmt = select(Post).where(Post.author_id == author_id)
+        stmt = select(posts).where(posts.c.author_id == author_id)
         if not include_drafts:
-            stmt = stmt.where(Post.published)
+            stmt = stmt.where(posts.c.published)
         return self._newest_first(stmt)
 
     def get_by_author(
         self, author_id: int, *, include_drafts: bool = False, offset: int = 0, limit: int = 100
-    ) -> Sequence[Post]:
+    ) -> list[PostRecord]:
         """The author's posts, newest first; drafts only when asked."""
         stmt = self.by_author_query(author_id, include_drafts=include_drafts)
-        return self.session.scalars(stmt.offset(offset).limit(limit)).all()
+        return self._all(stmt.offset(offset).limit(limit))
 
     @staticmethod
     def matching(text: str) -> ColumnElement[bool]:
         """Title or content contains ``text``, ignoring case, wildcards literal: answered by the
         trigram indexes when ``text`` holds a trigram (see ``SEARCH_MIN``)."""
         pattern = like_pattern(text)
-        return or_(Post.title.ilike(pattern, escape="\\"), Post.content.ilike(pattern, escape="\\"))
+        return or_(
+            posts.c.title.ilike(pattern, escape="\\"), posts.c.content.ilike(pattern, escape="\\")
+        )
 
     def searchable(self, text: str) -> bool:
         """Whether ``text`` holds a trigram, so that a search is answered from the trigram indexes
         (a pattern without one would scan them whole): some run of three characters that the
         database counts as letters or digits (its locale decides which are). :meth:`feed_list`
         asks the same inside its own statement."""
-        return bool(self.session.scalar(_HAS_TRIGRAM, {"text": text}))
+        return bool(self.connection.scalar(_HAS_TRIGRAM, {"text": text}))
 
-    def search_query(self, text: str, *, published_only: bool = True) -> Select[Post]:
+    def search_query(self, text: str, *, published_only: bool = True) -> Select[Any]:
         """Posts whose title or content contains ``text``, ignoring case; wildcards are literal."""
-        stmt = select(Post).where(self.matching(text))
+        stmt = select(posts).where(self.matching(text))
         if published_only:
-            stmt = stmt.where(Post.published)
+            stmt = stmt.where(posts.c.published)
         return self._newest_first(stmt)
 
     def search(
         self, text: str, *, published_only: bool = True, offset: int = 0, limit: int = 20
-    ) -> Sequence[Post]:
+    ) -> list[PostRecord]:
         """Posts whose title or content contains ``text`` (see :meth:`search_query`)."""
         stmt = self.search_query(text, published_only=published_only)
-        return self.session.scalars(stmt.offset(offset).limit(limit)).all()
+        return self._all(stmt.offset(offset).limit(limit))
 
     # --- the lists of the API: list items (an excerpt, not the content), by keyset ------------
 
@@ -647,7 +661,7 @@ class PostRepository(Repository[Post]):
         with ``text``, only those matching it (the trigram indexes), and none at all unless
         ``text`` holds a trigram (:meth:`searchable`, here a one-time filter of the statement, so
         a text without one reads no index): a search that finds posts needs no other question."""
-        stmt = select(*POST_LIST_COLUMNS).where(Post.published)
+        stmt = select(*POST_LIST_COLUMNS).where(posts.c.published)
         if text is None:
             return ListQuery(stmt, NEWEST_FIRST, True, "posts")
         searchable = _has_trigram(bindparam("q", text, type_=Text))
@@ -662,32 +676,35 @@ class PostRepository(Repository[Post]):
     def author_list(author_id: int, *, include_drafts: bool) -> ListQuery:
         """``GET /users/{id}/posts``: the author's posts newest first
         (``ix_posts_author_id_created_at_id``); drafts only when asked."""
-        stmt = select(*POST_LIST_COLUMNS).where(Post.author_id == author_id)
+        stmt = select(*POST_LIST_COLUMNS).where(posts.c.author_id == author_id)
         if not include_drafts:
-            stmt = stmt.where(Post.published)
+            stmt = stmt.where(posts.c.published)
         scope = f"users/{author_id}/posts?include_drafts={include_drafts}"
         return ListQuery(stmt, NEWEST_FIRST, True, scope)
 
-    def publish(self, post_id: int) -> Post | None:
+    def count_by_author(self, author_id: int) -> int:
+        """How many posts the author has, drafts included."""
+        return self.count(posts.c.author_id == author_id)
+
+    def publish(self, post_id: int) -> PostRecord | None:
         """Mark the post published; None if missing."""
         return self.update(post_id, published=True)
 
     def transfer(self, from_user_id: int, to_user_id: int) -> int:
         """Move every post of one author to another; how many moved."""
-        result = self.session.execute(
-            update(Post)
-            .where(Post.author_id == from_user_id)
-            .values(author_id=to_user_id, version=Post.version + 1)
-            .execution_options(synchronize_session=False)
+        result = self.connection.execute(
+            update(posts)
+            .where(posts.c.author_id == from_user_id)
+            .values(author_id=to_user_id, version=posts.c.version + 1)
         )
-        return int(result.rowcount)  # type: ignore[attr-defined]
+        return int(result.rowcount)
 
 
 class IdempotencyKeyRepository:
     """The answers kept for retries of requests with an ``Idempotency-Key``."""
 
-    def __init__(self, session: Session) -> None:
-        self.session = session
+    def __init__(self, connection: Connection) -> None:
+        self.connection = connection
 
     def claim(self, scope: str, key: str, fingerprint: str, ttl_seconds: int) -> bool:
         """Take the key for this transaction: True if it is new (or its old answer expired).
@@ -696,43 +713,43 @@ class IdempotencyKeyRepository:
         waits for it (the unique index decides); then False if that one committed, and the
         answer is there to read, or True if it rolled back.
         """
-        insert = pg_insert(IdempotencyKey).values(
+        claim = pg_insert(idempotency_keys).values(
             scope=scope,
             key=key,
             fingerprint=fingerprint,
             expires_at=func.now() + timedelta(seconds=ttl_seconds),
         )
-        stmt = insert.on_conflict_do_update(
-            index_elements=[IdempotencyKey.scope, IdempotencyKey.key],
+        stmt = claim.on_conflict_do_update(
+            index_elements=[idempotency_keys.c.scope, idempotency_keys.c.key],
             set_={
-                "fingerprint": insert.excluded.fingerprint,
-                "expires_at": insert.excluded.expires_at,
+                "fingerprint": claim.excluded.fingerprint,
+                "expires_at": claim.excluded.expires_at,
                 "created_at": func.now(),
                 "status_code": None,
                 "headers": None,
                 "body": None,
             },
-            where=IdempotencyKey.expires_at <= func.now(),
-        ).returning(IdempotencyKey.scope)
-        return self.session.execute(stmt).first() is not None
+            where=idempotency_keys.c.expires_at <= func.now(),
+        ).returning(idempotency_keys.c.scope)
+        return self.connection.execute(stmt).first() is not None
 
     def complete(
         self, scope: str, key: str, *, status: int, headers: Mapping[str, str], body: str
     ) -> None:
         """Keep the answer of the key claimed in this transaction."""
-        self.session.execute(
-            update(IdempotencyKey)
-            .where(IdempotencyKey.scope == scope, IdempotencyKey.key == key)
+        self.connection.execute(
+            update(idempotency_keys)
+            .where(idempotency_keys.c.scope == scope, idempotency_keys.c.key == key)
             .values(status_code=status, headers=dict(headers), body=body)
-            .execution_options(synchronize_session=False)
         )
 
-    def get(self, scope: str, key: str) -> IdempotencyKey | None:
+    def get(self, scope: str, key: str) -> IdempotencyRecord | None:
         """The committed record of the key, if any."""
-        stmt = select(IdempotencyKey).where(
-            IdempotencyKey.scope == scope, IdempotencyKey.key == key
+        stmt = select(idempotency_keys).where(
+            idempotency_keys.c.scope == scope, idempotency_keys.c.key == key
         )
-        return self.session.scalar(stmt.execution_options(populate_existing=True))
+        row = self.connection.execute(stmt).one_or_none()
+        return None if row is None else IdempotencyRecord(**row._mapping)
 
     def purge_expired(self, limit: int) -> int:
         """Delete up to ``limit`` expired records, oldest first; how many went.
@@ -742,7 +759,7 @@ class IdempotencyKeyRepository:
         """
         # By physical row id: the rows the index scan locked are deleted by a TID scan, one
         # look-up each (matching on the key columns instead would hash-join the whole table).
-        table = IdempotencyKey.__table__.alias("expired")
+        table = idempotency_keys.alias("expired")
         expired: Select[Any] = (
             select(literal_column("ctid"))
             .select_from(table)
@@ -751,9 +768,9 @@ class IdempotencyKeyRepository:
             .limit(limit)
             .with_for_update(skip_locked=True)
         )
-        stmt = delete(IdempotencyKey).where(literal_column("ctid").in_(expired))
-        result = self.session.execute(stmt.execution_options(synchronize_session=False))
-        return int(result.rowcount)  # type: ignore[attr-defined]
+        stmt = delete(idempotency_keys).where(literal_column("ctid").in_(expired))
+        result = self.connection.execute(stmt)
+        return int(result.rowcount)
 
 
 @dataclass(frozen=True, slots=True)
@@ -780,15 +797,15 @@ class SignInFailureRepository:
     as absent: its failures are forgotten.
     """
 
-    def __init__(self, session: Session) -> None:
-        self.session = session
+    def __init__(self, connection: Connection) -> None:
+        self.connection = connection
 
     def pause(self, user_id: int, client: str) -> SignInPause:
         """The pause for an attempt of ``client`` on the account: the pair's own, or the
         account-wide one, which applies only to a client with wrong passwords of its own."""
         table = sign_in_failures
         left = func.extract("epoch", table.c.blocked_until - func.now())
-        rows = self.session.execute(
+        rows = self.connection.execute(
             select(table.c.client, left, table.c.failures).where(
                 table.c.user_id == user_id,
                 table.c.client.in_((client, ACCOUNT_WIDE)),
@@ -822,14 +839,14 @@ class SignInFailureRepository:
             or_(table.c.blocked_until.is_(None), table.c.blocked_until <= func.now()),
             or_(table.c.attempt_until.is_(None), table.c.attempt_until <= func.now()),
         )
-        insert = pg_insert(table).values(
+        upsert = pg_insert(table).values(
             user_id=user_id,
             client=client,
             failures=0,
             attempt_until=hold,
             expires_at=func.now() + timedelta(seconds=window_s),
         )
-        stmt = insert.on_conflict_do_update(
+        stmt = upsert.on_conflict_do_update(
             index_elements=[table.c.user_id, table.c.client],
             set_={
                 "attempt_until": hold,
@@ -842,7 +859,7 @@ class SignInFailureRepository:
             },
             where=or_(~live, free),
         ).returning(table.c.failures)
-        if self.session.execute(stmt).first() is None:
+        if self.connection.execute(stmt).first() is None:
             return SignInPause(1.0, client_failed=True)  # another attempt of it is being checked
         return pause
 
@@ -873,7 +890,7 @@ class SignInFailureRepository:
             (table.c.expires_at > func.now(), func.least(table.c.failures + 1, 1_000_000)),
             else_=first,
         )
-        insert = pg_insert(table).values(
+        upsert = pg_insert(table).values(
             user_id=user_id,
             client=client,
             failures=first,
@@ -881,8 +898,8 @@ class SignInFailureRepository:
             attempt_until=None,
             expires_at=func.coalesce(until(first), func.now()) + window,
         )
-        self.session.execute(
-            insert.on_conflict_do_update(
+        self.connection.execute(
+            upsert.on_conflict_do_update(
                 index_elements=[table.c.user_id, table.c.client],
                 set_={
                     "failures": failures,
@@ -897,7 +914,7 @@ class SignInFailureRepository:
         """Forget the wrong passwords of ``client`` on the account, and end its attempt (after a
         right one). The account-wide count stays: it ends by itself."""
         table = sign_in_failures
-        self.session.execute(
+        self.connection.execute(
             delete(table).where(table.c.user_id == user_id, table.c.client == client)
         )
 
@@ -914,5 +931,5 @@ class SignInFailureRepository:
             .limit(limit)
             .with_for_update(skip_locked=True)
         )
-        result = self.session.execute(delete(table).where(literal_column("ctid").in_(ctids)))
-        return int(result.rowcount)  # type: ignore[attr-defined]
+        result = self.connection.execute(delete(table).where(literal_column("ctid").in_(ctids)))
+        return int(result.rowcount)

@@ -41,7 +41,7 @@ from pydantic import ValidationError as PydanticValidationError
 from pydantic.fields import FieldInfo
 from typing_extensions import TypedDict  # pydantic needs this one before Python 3.12
 
-from blog.models import (
+from blog.domain import (
     CONTENT_MAX,
     EMAIL_MAX,
     PASSWORD_HASH_MAX,
@@ -186,7 +186,7 @@ class Request(BaseModel):
 
 
 class Response(BaseModel):
-    """Response body built from ORM rows."""
+    """Response body built from the repositories' records and rows (``from_attributes``)."""
 
     model_config = ConfigDict(from_attributes=True, defer_build=True)
 

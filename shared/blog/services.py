@@ -1,8 +1,8 @@
 """Use cases. Each opens its own unit of work, so each is one transaction (retried on conflict).
 
 Services are the only callers of :func:`blog.db.transaction`; handlers call services. Rows come
-back as ORM objects with every column loaded (``expire_on_commit=False``) and relationships only
-where the use case loaded them.
+back as the repositories' immutable records (:mod:`blog.records`), read whole in the use case's
+transaction.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, Final, TypeAlias
 
 from blog.config import get_settings
 from blog.db import retry_on_conflict, transaction
+from blog.domain import normalize_email, normalize_username
 from blog.errors import (
     AuthenticationError,
     CurrentPasswordError,
@@ -28,7 +29,6 @@ from blog.errors import (
     ValidationError,
 )
 from blog.idempotency import IdempotentRequest, StoredReply
-from blog.models import Post, User, normalize_email, normalize_username
 from blog.preconditions import Precondition, etag
 from blog.repositories import (
     IdempotencyKeyRepository,
@@ -43,7 +43,9 @@ from blog.repositories import (
 from blog.security import dummy_hash, hash_password, needs_rehash, verify_password
 
 if TYPE_CHECKING:
-    from sqlalchemy.orm import Session
+    from sqlalchemy import Connection
+
+    from blog.records import PostRecord, UserRecord
 
 WELCOME_CONTENT: Final = "Thanks for joining. This is your first post: edit it or write a new one."
 
@@ -79,12 +81,12 @@ class Caller:
 Requester: TypeAlias = Actor | Caller
 
 
-def _resolve(session: Session, requester: Requester) -> Actor:
+def _resolve(connection: Connection, requester: Requester) -> Actor:
     """The actor behind ``requester``, read in the use case's transaction; 401 if the token's
     user is gone, deactivated, or has revoked it since (a newer token version)."""
     if isinstance(requester, Actor):
         return requester
-    user = UserRepository(session).get(requester.user_id)
+    user = UserRepository(connection).get(requester.user_id)
     if user is None or not user.is_active or user.token_version != requester.token_version:
         raise AuthenticationError("Invalid or expired token")
     return Actor(user_id=user.id, is_admin=user.is_admin)
@@ -96,7 +98,7 @@ def _require(actor: Actor, owner_id: int) -> None:
 
 
 def _check_version(
-    row: User | Post, if_match: Precondition | None, *, actor: Actor, owner_id: int
+    row: UserRecord | PostRecord, if_match: Precondition | None, *, actor: Actor, owner_id: int
 ) -> None:
     """``If-Match`` against the locked row: 412 when it names another version.
 
@@ -113,46 +115,48 @@ def _check_version(
 
 
 @retry_on_conflict()
-def register_user(*, email: str, username: str, password: str) -> User:
+def register_user(*, email: str, username: str, password: str) -> UserRecord:
     """Create a user. A taken email or username raises ``DuplicateError``.
 
     No look-up first: the unique indexes decide, so two racing registrations cannot both win.
     """
     hashed = hash_password(password)  # outside the transaction: no connection held while hashing
-    with transaction() as session:
-        return UserRepository(session).create(
+    with transaction() as connection:
+        return UserRepository(connection).create(
             email=email, username=username, hashed_password=hashed
         )
 
 
-def welcome_post_values(user: User) -> dict[str, Any]:
+def welcome_post_values(user: UserRecord) -> dict[str, Any]:
     """Title and content of the welcome post for ``user``."""
     return {"title": f"Welcome, {user.username}!", "content": WELCOME_CONTENT, "published": True}
 
 
 @retry_on_conflict()
-def create_user_with_welcome_post(*, email: str, username: str, password: str) -> tuple[User, Post]:
+def create_user_with_welcome_post(
+    *, email: str, username: str, password: str
+) -> tuple[UserRecord, PostRecord]:
     """Create a user and their published welcome post atomically: both or neither."""
     hashed = hash_password(password)
-    with transaction() as session:
-        user = UserRepository(session).create(
+    with transaction() as connection:
+        user = UserRepository(connection).create(
             email=email, username=username, hashed_password=hashed
         )
-        post = PostRepository(session).create(author_id=user.id, **welcome_post_values(user))
+        post = PostRepository(connection).create(author_id=user.id, **welcome_post_values(user))
         return user, post
 
 
 @retry_on_conflict()
 def transfer_posts(*, from_user_id: int, to_user_id: int, actor: Requester) -> int:
     """Move every post of one user to another, active, user (admins only); how many moved."""
-    with transaction() as session:
-        if not _resolve(session, actor).is_admin:
+    with transaction() as connection:
+        if not _resolve(connection, actor).is_admin:
             raise ForbiddenError()
         if from_user_id == to_user_id:
             raise ValidationError(
                 "Cannot transfer posts to the same user", details={"field": "to_user_id"}
             )
-        users = UserRepository(session)
+        users = UserRepository(connection)
         # Both rows are locked (in id order, so two opposite transfers cannot deadlock each other),
         # which keeps either user from being deleted until the move commits.
         locked = {}
@@ -167,7 +171,7 @@ def transfer_posts(*, from_user_id: int, to_user_id: int, actor: Requester) -> i
             raise InactiveUserError(
                 f"User {to_user_id} is deactivated", details={"field": "to_user_id"}
             )
-        return PostRepository(session).transfer(from_user_id, to_user_id)
+        return PostRepository(connection).transfer(from_user_id, to_user_id)
 
 
 @retry_on_conflict()
@@ -178,26 +182,26 @@ def delete_user_cascade(
 
     ``if_match``: the version the caller read (see :func:`_check_version`).
     """
-    with transaction() as session:
-        who = _resolve(session, actor)
+    with transaction() as connection:
+        who = _resolve(connection, actor)
         _require(who, user_id)
-        posts = PostRepository(session)
-        users = UserRepository(session)
+        posts = PostRepository(connection)
+        users = UserRepository(connection)
         user = users.lock(user_id)
         if user is None:
             raise NotFoundError(f"User {user_id} not found")
         _check_version(user, if_match, actor=who, owner_id=user_id)
-        post_count = posts.count(Post.author_id == user_id)
+        post_count = posts.count_by_author(user_id)
         users.delete(user_id)
         return post_count
 
 
 @retry_on_conflict()
-def publish_post(post_id: int, *, actor: Requester) -> Post:
+def publish_post(post_id: int, *, actor: Requester) -> PostRecord:
     """Publish a post (its author or an admin); ``NotFoundError`` when there is no such post."""
-    with transaction() as session:
-        posts = PostRepository(session)
-        _owned_post(posts, post_id, _resolve(session, actor))
+    with transaction() as connection:
+        posts = PostRepository(connection)
+        _owned_post(posts, post_id, _resolve(connection, actor))
         published = posts.publish(post_id)
         assert published is not None  # locked above, so it still exists
         return published
@@ -210,8 +214,8 @@ def import_users(rows: Iterable[Mapping[str, Any]]) -> list[int]:
     The rows are streamed with ``COPY`` and applied by one statement (see
     :meth:`UserRepository.copy_upsert`); the ids come back in first-seen order.
     """
-    with transaction() as session:
-        return UserRepository(session).copy_upsert(rows)
+    with transaction() as connection:
+        return UserRepository(connection).copy_upsert(rows)
 
 
 def import_user_batch(users: Sequence[Mapping[str, Any]]) -> list[int]:
@@ -223,8 +227,8 @@ def import_user_batch(users: Sequence[Mapping[str, Any]]) -> list[int]:
     plain = [u for u in users if u.get("password") is not None]
     if not plain:
         return import_users(users)  # the rows as they are: the other keys are not read
-    with transaction() as session:
-        existing = UserRepository(session).hashes_by_email(u["email"] for u in plain)
+    with transaction() as connection:
+        existing = UserRepository(connection).hashes_by_email(u["email"] for u in plain)
     rows: list[Mapping[str, Any]] = []
     for user in users:
         if user.get("hashed_password") is not None:
@@ -264,20 +268,20 @@ def sign_in_client(address: str | None) -> str:
     return str(ip)
 
 
-def authenticate(*, login: str, password: str, client: str = UNKNOWN_CLIENT) -> User:
+def authenticate(*, login: str, password: str, client: str = UNKNOWN_CLIENT) -> UserRecord:
     """The active user with this email or username and password; ``AuthenticationError`` if not.
 
     An unknown login costs a full hash verification too, so timing does not tell which part
     was wrong; the error is the same either way. Wrong passwords pause sign-in for the account
     and ``client`` (see :func:`sign_in_client`), and mildly for the account (:func:`_paused`).
     """
-    with transaction() as session:
-        users = UserRepository(session)
+    with transaction() as connection:
+        users = UserRepository(connection)
         user = users.get_by_email(login) if "@" in login else users.get_by_username(login)
         if user is not None:
             settings = get_settings()
             _paused(
-                SignInFailureRepository(session).begin_attempt(
+                SignInFailureRepository(connection).begin_attempt(
                     user.id,
                     client,
                     window_s=settings.sign_in_failure_window_s,
@@ -309,9 +313,9 @@ def _paused(pause: SignInPause) -> None:
         raise TooManyAttemptsError(math.ceil(pause.seconds))
 
 
-def _count_failure(session: Session, user_id: int, client: str) -> None:
+def _count_failure(connection: Connection, user_id: int, client: str) -> None:
     settings = get_settings()
-    SignInFailureRepository(session).record_failure(
+    SignInFailureRepository(connection).record_failure(
         user_id,
         client,
         own=SlowingRule(settings.sign_in_free_attempts, settings.sign_in_max_pause_s),
@@ -324,24 +328,24 @@ def _count_failure(session: Session, user_id: int, client: str) -> None:
 
 @retry_on_conflict()
 def _failed_sign_in(user_id: int, client: str) -> None:
-    with transaction() as session:
-        _count_failure(session, user_id, client)
+    with transaction() as connection:
+        _count_failure(connection, user_id, client)
 
 
 @retry_on_conflict()
 def _forget_failed_sign_ins(user_id: int, client: str) -> None:
-    with transaction() as session:
-        SignInFailureRepository(session).clear(user_id, client)
+    with transaction() as connection:
+        SignInFailureRepository(connection).clear(user_id, client)
 
 
 @retry_on_conflict()
 def _rehash(user_id: int, password: str) -> None:
     hashed = hash_password(password)
-    with transaction() as session:
-        UserRepository(session).update(user_id, hashed_password=hashed)
+    with transaction() as connection:
+        UserRepository(connection).update(user_id, hashed_password=hashed)
 
 
-def register(*, email: str, username: str, password: str, welcome_post: bool = False) -> User:
+def register(*, email: str, username: str, password: str, welcome_post: bool = False) -> UserRecord:
     """Register a user, with their welcome post when asked (atomically)."""
     if welcome_post:
         user, _post = create_user_with_welcome_post(
@@ -351,12 +355,12 @@ def register(*, email: str, username: str, password: str, welcome_post: bool = F
     return register_user(email=email, username=username, password=password)
 
 
-def get_user(user_id: int, *, actor: Requester) -> tuple[User, Actor]:
+def get_user(user_id: int, *, actor: Requester) -> tuple[UserRecord, Actor]:
     """The user with this id and the actor who asked (who decides what of it they see);
     ``NotFoundError`` if none."""
-    with transaction() as session:
-        viewer = _resolve(session, actor)
-        user = UserRepository(session).get(user_id)
+    with transaction() as connection:
+        viewer = _resolve(connection, actor)
+        user = UserRepository(connection).get(user_id)
     if user is None:
         raise NotFoundError(f"User {user_id} not found")
     return user, viewer
@@ -365,9 +369,9 @@ def get_user(user_id: int, *, actor: Requester) -> tuple[User, Actor]:
 def list_active_users(request: PageRequest, *, actor: Requester) -> tuple[Page[Any], Actor]:
     """One page of active users (list items) and their total, and the actor who asked (who
     decides what of each item they see)."""
-    with transaction() as session:
-        viewer = _resolve(session, actor)
-        users = UserRepository(session)
+    with transaction() as connection:
+        viewer = _resolve(connection, actor)
+        users = UserRepository(connection)
         return users.list_page(UserRepository.active_users_list(), request), viewer
 
 
@@ -382,7 +386,7 @@ def update_user(  # noqa: PLR0913, PLR0912 - the fields of the change, each with
     current_password: str | None = None,
     if_match: Precondition | None = None,
     client: str = UNKNOWN_CLIENT,
-) -> User:
+) -> UserRecord:
     """Change a user's email, username or password (the user or an admin); 409 on duplicates.
 
     A new email or password needs ``current_password``, the caller's own password (an admin
@@ -399,11 +403,11 @@ def update_user(  # noqa: PLR0913, PLR0912 - the fields of the change, each with
         changes["hashed_password"] = hash_password(password)
     credentials = email is not None or password is not None
     wrong_password = False
-    user: User | None = None
-    with transaction() as session:
-        who = _resolve(session, actor)
+    user: UserRecord | None = None
+    with transaction() as connection:
+        who = _resolve(connection, actor)
         _require(who, user_id)
-        users = UserRepository(session)
+        users = UserRepository(connection)
         if if_match is not None or who.user_id != user_id:
             # Locked, so that the version checked is the version changed.
             current = users.lock(user_id)
@@ -421,13 +425,13 @@ def update_user(  # noqa: PLR0913, PLR0912 - the fields of the change, each with
             me = users.lock(who.user_id)
             assert me is not None  # read by _resolve in this transaction
             # Slowed as a sign-in of the caller from this client: a stolen token is no oracle.
-            pause = SignInFailureRepository(session).pause(me.id, client)
+            pause = SignInFailureRepository(connection).pause(me.id, client)
             _paused(pause)
             if not verify_password(me.hashed_password, current_password):
-                _count_failure(session, me.id, client)
+                _count_failure(connection, me.id, client)
                 wrong_password = True
             elif pause.client_failed:
-                SignInFailureRepository(session).clear(me.id, client)
+                SignInFailureRepository(connection).clear(me.id, client)
         if not wrong_password:
             if password is not None:
                 user = users.revoke_tokens(user_id, **changes)
@@ -441,12 +445,12 @@ def update_user(  # noqa: PLR0913, PLR0912 - the fields of the change, each with
 
 
 @retry_on_conflict()
-def deactivate_user(user_id: int, *, actor: Requester) -> User:
+def deactivate_user(user_id: int, *, actor: Requester) -> UserRecord:
     """Deactivate a user (the user or an admin): they can no longer sign in, and their tokens
     are refused at once."""
-    with transaction() as session:
-        _require(_resolve(session, actor), user_id)
-        user = UserRepository(session).deactivate(user_id)
+    with transaction() as connection:
+        _require(_resolve(connection, actor), user_id)
+        user = UserRepository(connection).deactivate(user_id)
         if user is None:
             raise NotFoundError(f"User {user_id} not found")
         return user
@@ -455,17 +459,17 @@ def deactivate_user(user_id: int, *, actor: Requester) -> User:
 @retry_on_conflict()
 def sign_out_everywhere(user_id: int, *, actor: Requester) -> None:
     """Void every token of a user (the user or an admin); they sign in again to get a new one."""
-    with transaction() as session:
-        _require(_resolve(session, actor), user_id)
-        if UserRepository(session).revoke_tokens(user_id) is None:
+    with transaction() as connection:
+        _require(_resolve(connection, actor), user_id)
+        if UserRepository(connection).revoke_tokens(user_id) is None:
             raise NotFoundError(f"User {user_id} not found")
 
 
 @retry_on_conflict()
-def set_admin(email: str, *, is_admin: bool) -> User:
+def set_admin(email: str, *, is_admin: bool) -> UserRecord:
     """Grant or revoke admin rights by email (an operator's action: no actor, no API route)."""
-    with transaction() as session:
-        users = UserRepository(session)
+    with transaction() as connection:
+        users = UserRepository(connection)
         user = users.get_by_email(normalize_email(email))
         updated = users.update(user.id, is_admin=is_admin) if user is not None else None
         if updated is None:
@@ -477,31 +481,31 @@ def list_user_posts(
     user_id: int, *, actor: Requester, include_drafts: bool, request: PageRequest
 ) -> Page[Any]:
     """A user's published posts (list items); with drafts only for that user or an admin."""
-    with transaction() as session:
-        if not _resolve(session, actor).may_act_for(user_id) and include_drafts:
+    with transaction() as connection:
+        if not _resolve(connection, actor).may_act_for(user_id) and include_drafts:
             raise ForbiddenError("Only the author or an admin can see drafts")
-        if UserRepository(session).get(user_id) is None:
+        if UserRepository(connection).get(user_id) is None:
             raise NotFoundError(f"User {user_id} not found")
         query = PostRepository.author_list(user_id, include_drafts=include_drafts)
-        return PostRepository(session).list_page(query, request)
+        return PostRepository(connection).list_page(query, request)
 
 
 @retry_on_conflict()
-def create_post(*, actor: Requester, title: str, content: str) -> Post:
+def create_post(*, actor: Requester, title: str, content: str) -> PostRecord:
     """A new draft by the caller."""
-    with transaction() as session:
-        author = _resolve(session, actor)
+    with transaction() as connection:
+        author = _resolve(connection, actor)
         if author.user_id is None:
             raise ForbiddenError("Only a user can author posts")
-        return PostRepository(session).create(
+        return PostRepository(connection).create(
             author_id=author.user_id, title=title, content=content
         )
 
 
 def list_published_posts(request: PageRequest, *, query: str | None = None) -> Page[Any]:
     """Published posts (list items), newest first; only those matching ``query`` when given."""
-    with transaction() as session:
-        posts = PostRepository(session)
+    with transaction() as connection:
+        posts = PostRepository(connection)
         page = posts.list_page(PostRepository.feed_list(query), request)
         # A search's statement finds nothing for a q without a trigram: only an empty page asks.
         if query is not None and not page.items and not posts.searchable(query):
@@ -511,7 +515,9 @@ def list_published_posts(request: PageRequest, *, query: str | None = None) -> P
         return page
 
 
-def _visible_post(posts: PostRepository, post_id: int, actor: Actor | None, *, lock: bool) -> Post:
+def _visible_post(
+    posts: PostRepository, post_id: int, actor: Actor | None, *, lock: bool
+) -> PostRecord:
     post = posts.lock(post_id) if lock else posts.get(post_id)
     # A draft is invisible to everyone but its author and admins: 404, not 403, so it can't leak.
     if post is None or not (post.published or (actor and actor.may_act_for(post.author_id))):
@@ -519,18 +525,18 @@ def _visible_post(posts: PostRepository, post_id: int, actor: Actor | None, *, l
     return post
 
 
-def _owned_post(posts: PostRepository, post_id: int, actor: Actor) -> Post:
+def _owned_post(posts: PostRepository, post_id: int, actor: Actor) -> PostRecord:
     """The post, locked for a change that only its author or an admin may make."""
     post = _visible_post(posts, post_id, actor, lock=True)
     _require(actor, post.author_id)
     return post
 
 
-def get_post(post_id: int, *, actor: Requester | None) -> Post:
+def get_post(post_id: int, *, actor: Requester | None) -> PostRecord:
     """A published post for anyone; a draft only for its author or an admin."""
-    with transaction() as session:
-        viewer = _resolve(session, actor) if actor is not None else None
-        return _visible_post(PostRepository(session), post_id, viewer, lock=False)
+    with transaction() as connection:
+        viewer = _resolve(connection, actor) if actor is not None else None
+        return _visible_post(PostRepository(connection), post_id, viewer, lock=False)
 
 
 @retry_on_conflict()
@@ -541,15 +547,15 @@ def update_post(
     title: str | None = None,
     content: str | None = None,
     if_match: Precondition | None = None,
-) -> Post:
+) -> PostRecord:
     """Edit a post's title or content (its author or an admin).
 
     ``if_match``: the version the caller read (see :func:`_check_version`).
     """
     changes = {k: v for k, v in {"title": title, "content": content}.items() if v is not None}
-    with transaction() as session:
-        posts = PostRepository(session)
-        who = _resolve(session, actor)
+    with transaction() as connection:
+        posts = PostRepository(connection)
+        who = _resolve(connection, actor)
         post = _owned_post(posts, post_id, who)
         _check_version(post, if_match, actor=who, owner_id=post.author_id)
         updated = posts.update(post_id, **changes) if changes else post
@@ -563,9 +569,9 @@ def delete_post(post_id: int, *, actor: Requester, if_match: Precondition | None
 
     ``if_match``: the version the caller read (see :func:`_check_version`).
     """
-    with transaction() as session:
-        posts = PostRepository(session)
-        who = _resolve(session, actor)
+    with transaction() as connection:
+        posts = PostRepository(connection)
+        who = _resolve(connection, actor)
         post = _owned_post(posts, post_id, who)
         _check_version(post, if_match, actor=who, owner_id=post.author_id)
         posts.delete(post_id)
@@ -584,8 +590,8 @@ def run_once(request: IdempotentRequest, work: Callable[[], StoredReply]) -> Sto
     The same key with another request is a ``IdempotencyKeyReusedError`` (422).
     """
     ttl = get_settings().idempotency_ttl_seconds
-    with transaction() as session:
-        keys = IdempotencyKeyRepository(session)
+    with transaction() as connection:
+        keys = IdempotencyKeyRepository(connection)
         if keys.claim(request.scope, request.key, request.fingerprint, ttl):
             reply = work()
             keys.complete(
@@ -604,22 +610,26 @@ def run_once(request: IdempotentRequest, work: Callable[[], StoredReply]) -> Sto
 def purge_idempotency_keys(*, batch: int = 5000, max_batches: int = 100) -> int:
     """Delete expired idempotency records, a batch per transaction; how many went."""
     return _purge(
-        lambda session: IdempotencyKeyRepository(session).purge_expired(batch), batch, max_batches
+        lambda connection: IdempotencyKeyRepository(connection).purge_expired(batch),
+        batch,
+        max_batches,
     )
 
 
 def purge_sign_in_failures(*, batch: int = 5000, max_batches: int = 100) -> int:
     """Delete forgotten sign-in failure rows, a batch per transaction; how many went."""
     return _purge(
-        lambda session: SignInFailureRepository(session).purge_expired(batch), batch, max_batches
+        lambda connection: SignInFailureRepository(connection).purge_expired(batch),
+        batch,
+        max_batches,
     )
 
 
-def _purge(step: Callable[[Session], int], batch: int, max_batches: int) -> int:
+def _purge(step: Callable[[Connection], int], batch: int, max_batches: int) -> int:
     deleted = 0
     for _ in range(max_batches):
-        with transaction() as session:
-            count = step(session)
+        with transaction() as connection:
+            count = step(connection)
         deleted += count
         if count < batch:
             break

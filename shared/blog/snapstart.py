@@ -7,9 +7,10 @@ start; and whatever the process held at that moment is held by every environment
 it, at once and for as long as the version lives.
 
 - :func:`prime` (before the snapshot) does what a first request would otherwise pay for: ORM
-  mapper configuration, the deferred pydantic models, the routes' validation models, the TLS
-  context, the modules the layer imports on first use. It opens no connection and fetches no
-  secret, and it drops whatever such state it finds, so the snapshot holds none (:func:`held`).
+  mapper configuration (where a function loads the ORM), the deferred pydantic models, the routes'
+  validation models, the TLS context, the modules the layer imports on first use. It opens no
+  connection and fetches no secret, and it drops whatever such state it finds, so the snapshot holds
+  none (:func:`held`).
 - :func:`refresh` (after each restore) gives the process its own identity back: it reseeds
   ``random`` (the snapshot's state would give every environment the same sequence), drops cached
   connections and credentials (a secret may have rotated since the snapshot), and makes the next
@@ -167,8 +168,8 @@ def _prepare_routes() -> None:
 
 
 def _database() -> None:
-    """The TLS context (the CA bundle parsed), the engine and the session factory: none of them
-    connects. Only in a function that uses the database (the authorizer does not)."""
+    """The TLS context (the CA bundle parsed) and the engine: neither connects. Only in a
+    function that uses the database (the authorizer does not)."""
     if "blog.db" not in sys.modules:
         return
     from blog import db
@@ -177,7 +178,6 @@ def _database() -> None:
     settings = get_settings()
     db.ssl_context(settings.db_sslmode, settings.db_ssl_ca_file)
     db.get_engine()
-    db.get_session_factory()
 
 
 # ------------------------------------------------------------------------------ after restore

@@ -140,8 +140,8 @@ class Client:
             from blog import db
             from blog.repositories import UserRepository
 
-            with db.transaction() as session:
-                UserRepository(session).update(reply.body["id"], is_admin=True)
+            with db.transaction() as conn:
+                UserRepository(conn).update(reply.body["id"], is_admin=True)
         token = self.post("/auth/token", {"login": name, "password": password})
         assert token.status == 200, token.text
         return reply.body, token.body["access_token"]

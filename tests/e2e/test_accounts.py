@@ -29,8 +29,8 @@ def _error(reply: Reply, status: int, code: str) -> dict[str, Any]:
 def _sql(query: str, **params: Any) -> Any:
     from blog import db
 
-    with db.transaction() as session:
-        result = session.execute(text(query), params)
+    with db.transaction() as conn:
+        result = conn.execute(text(query), params)
         return result.one() if result.returns_rows else None
 
 

@@ -1384,8 +1384,8 @@ def _invoke(event: dict[str, Any], actor: dict[str, Any] | None = None) -> dict[
 def _checksum() -> tuple[Any, ...]:
     from blog import db
 
-    with db.transaction() as session:
-        return tuple(session.execute(CHECKSUM).one())
+    with db.transaction() as conn:
+        return tuple(conn.execute(CHECKSUM).one())
 
 
 @contextmanager

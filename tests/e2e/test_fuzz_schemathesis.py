@@ -124,7 +124,7 @@ def fresh_idempotency_key(case: schemathesis.Case) -> None:
 
 
 def _not_expressible(name: str, value: object) -> bool:
-    from blog.models import canonical_email, invisible_character
+    from blog.domain import canonical_email, invisible_character
 
     if name not in {"email", "title"} or not isinstance(value, str):
         return False

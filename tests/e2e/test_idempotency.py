@@ -24,8 +24,8 @@ def _key() -> dict[str, str]:
 
 
 def _count(table: str) -> int:
-    with db.transaction() as session:
-        return int(session.execute(text(f"SELECT count(*) FROM {table}")).scalar_one())  # noqa: S608
+    with db.transaction() as conn:
+        return int(conn.execute(text(f"SELECT count(*) FROM {table}")).scalar_one())  # noqa: S608
 
 
 def test_a_retry_with_the_same_key_gets_the_first_answer_without_a_second_post(
@@ -105,8 +105,8 @@ def test_anonymous_registration_replays_only_the_very_same_body(api: Client) -> 
     assert (first.status, again.status, again.body) == (201, 201, first.body)
     assert other_password.status == 422
     # What is kept holds neither the password nor a fast hash of it
-    with db.transaction() as session:
-        kept = session.execute(text("SELECT fingerprint, body FROM idempotency_keys")).one()
+    with db.transaction() as conn:
+        kept = conn.execute(text("SELECT fingerprint, body FROM idempotency_keys")).one()
     assert "password-123" not in kept.body
     assert "password-123" not in kept.fingerprint
 
@@ -145,8 +145,8 @@ def test_an_expired_key_is_taken_anew(api: Client) -> None:
     _, token = api.signup("later")
     key = _key()
     api.post("/posts", {"title": "A", "content": "a"}, token=token, headers=key)
-    with db.transaction() as session:
-        session.execute(text("UPDATE idempotency_keys SET expires_at = now() - interval '1 s'"))
+    with db.transaction() as conn:
+        conn.execute(text("UPDATE idempotency_keys SET expires_at = now() - interval '1 s'"))
     later = api.post("/posts", {"title": "B", "content": "b"}, token=token, headers=key)
     assert later.status == 201
     assert "idempotent-replayed" not in later.headers
@@ -159,8 +159,8 @@ def test_the_scheduled_purge_deletes_expired_keys_only(api: Client) -> None:
     _, token = api.signup("purger")
     for _ in range(3):
         api.post("/posts", {"title": "t", "content": "c"}, token=token, headers=_key())
-    with db.transaction() as session:
-        session.execute(
+    with db.transaction() as conn:
+        conn.execute(
             text(
                 "UPDATE idempotency_keys SET expires_at = :past"
                 " WHERE key IN (SELECT key FROM idempotency_keys LIMIT 2)"

@@ -14,6 +14,7 @@ from sqlalchemy import func, select, text
 from sqlalchemy.engine import make_url
 
 from blog import db as layer_db
+from blog import tables
 from blog.config import SSLMode, get_settings
 from blog.errors import (
     ConflictError,
@@ -23,15 +24,14 @@ from blog.errors import (
     UnavailableError,
     ValidationError,
 )
-from blog.models import User
 from blog.repositories import UserRepository
 from tests.conftest import reset_layer_caches
 from tests.factories import make_user, user_values
 
 
 def _user_count() -> int:
-    with layer_db.transaction() as session:
-        return int(session.scalar(select(func.count()).select_from(User)) or 0)
+    with layer_db.transaction() as conn:
+        return int(conn.scalar(select(func.count()).select_from(tables.users)) or 0)
 
 
 # --- transaction and savepoint -------------------------------------------------------------------
@@ -39,15 +39,15 @@ def _user_count() -> int:
 
 @pytest.mark.usefixtures("db")
 def test_transaction_commits_on_success() -> None:
-    with layer_db.transaction() as session:
-        UserRepository(session).create(**user_values())
+    with layer_db.transaction() as conn:
+        UserRepository(conn).create(**user_values())
     assert _user_count() == 1
 
 
 @pytest.mark.usefixtures("db")
 def test_transaction_rolls_back_and_reraises_any_error() -> None:
-    with pytest.raises(KeyError), layer_db.transaction() as session:
-        UserRepository(session).create(**user_values())
+    with pytest.raises(KeyError), layer_db.transaction() as conn:
+        UserRepository(conn).create(**user_values())
         raise KeyError("boom")
     assert _user_count() == 0
 
@@ -55,42 +55,64 @@ def test_transaction_rolls_back_and_reraises_any_error() -> None:
 @pytest.mark.usefixtures("db")
 def test_savepoint_rollback_keeps_the_outer_work() -> None:
     make_user(username="taken")
-    with layer_db.transaction() as session:
-        users = UserRepository(session)
+    with layer_db.transaction() as conn:
+        users = UserRepository(conn)
         kept = users.create(**user_values())
-        with pytest.raises(DuplicateError), layer_db.savepoint(session):
+        with pytest.raises(DuplicateError), layer_db.savepoint(conn):
             users.create(**user_values(username="taken"))
         also_kept = users.create(**user_values())
-    with layer_db.transaction() as session:
-        users = UserRepository(session)
+    with layer_db.transaction() as conn:
+        users = UserRepository(conn)
         assert users.get(kept.id) is not None
         assert users.get(also_kept.id) is not None
     assert _user_count() == 3
 
 
 @pytest.mark.usefixtures("db")
+def test_the_orm_unit_of_work_runs_on_the_layer_transaction() -> None:
+    from blog.models import Post, User, unit_of_work
+
+    # Given the ORM's unit of work: its flush order and relationships, on the same tables
+    with unit_of_work() as session:
+        user = User(**user_values(email="Orm@Example.com"))
+        user.posts.append(Post(title="by the ORM", content="c"))
+        session.add(user)
+    # Then what it wrote is committed and read back through the repositories
+    with layer_db.transaction() as conn:
+        found = UserRepository(conn).get_with_posts(user.id)
+    assert found is not None
+    assert (found.email, [p.title for p in found.posts]) == ("orm@example.com", ["by the ORM"])
+    # And an error inside rolls everything back, as in any unit of work, as a domain error
+    with pytest.raises(DuplicateError), unit_of_work() as session:
+        session.add(Post(author_id=user.id, title="lost", content="c"))
+        session.add(User(**user_values(email="orm@example.com")))
+    with layer_db.transaction() as conn:
+        assert len(UserRepository(conn).get_with_posts(user.id).posts) == 1  # type: ignore[union-attr]
+
+
+@pytest.mark.usefixtures("db")
 def test_database_errors_become_domain_errors_by_sqlstate() -> None:
     author = make_user()
-    with pytest.raises(ConflictError), layer_db.transaction() as session:
-        session.execute(
+    with pytest.raises(ConflictError), layer_db.transaction() as conn:
+        conn.execute(
             text("INSERT INTO posts (title, content, author_id) VALUES ('t', 'c', :a)"),
             {"a": author.id + 1000},
         )
-    with pytest.raises(ValidationError), layer_db.transaction() as session:
-        UserRepository(session).create(**user_values(username="x" * 51))
-    with pytest.raises(ValidationError), layer_db.transaction() as session:
-        session.execute(text("SELECT CAST(:t AS text)"), {"t": "nul\x00byte"})
-    with pytest.raises(DatabaseError), layer_db.transaction() as session:
-        session.execute(text("SELECT * FROM no_such_table"))
+    with pytest.raises(ValidationError), layer_db.transaction() as conn:
+        UserRepository(conn).create(**user_values(username="x" * 51))
+    with pytest.raises(ValidationError), layer_db.transaction() as conn:
+        conn.execute(text("SELECT CAST(:t AS text)"), {"t": "nul\x00byte"})
+    with pytest.raises(DatabaseError), layer_db.transaction() as conn:
+        conn.execute(text("SELECT * FROM no_such_table"))
 
 
 @pytest.mark.usefixtures("database_url")
 def test_text_the_driver_cannot_encode_is_a_validation_error_and_harms_nothing() -> None:
     # The driver fails while sending, so this runs on its own connection, not the shared one.
-    with pytest.raises(ValidationError), layer_db.transaction() as session:
-        session.execute(text("SELECT CAST(:t AS text)"), {"t": "lone \ud800 surrogate"})
-    with layer_db.transaction() as session:
-        assert session.scalar(text("SELECT 1")) == 1
+    with pytest.raises(ValidationError), layer_db.transaction() as conn:
+        conn.execute(text("SELECT CAST(:t AS text)"), {"t": "lone \ud800 surrogate"})
+    with layer_db.transaction() as conn:
+        assert conn.scalar(text("SELECT 1")) == 1
 
 
 @pytest.mark.parametrize(
@@ -136,8 +158,8 @@ def test_deadlock_is_retried_and_then_both_transactions_succeed() -> None:
         @layer_db.retry_on_conflict(attempts=5, base_delay=0.01)
         def lock_both() -> None:
             attempts[key] += 1
-            with layer_db.transaction() as session:
-                users = UserRepository(session)
+            with layer_db.transaction() as conn:
+                users = UserRepository(conn)
                 users.update(order[0], username=f"{key}-{order[0]}")
                 if attempts[key] == 1:
                     barrier.wait(timeout=5)  # both hold their first lock before taking the second
@@ -161,8 +183,8 @@ def test_deadlock_is_retried_and_then_both_transactions_succeed() -> None:
     # Then the victim is retried and both end up committed
     assert results == {"ab": "ok", "ba": "ok"}
     assert attempts["ab"] + attempts["ba"] == 3
-    with layer_db.transaction() as session:
-        names = {u.username for u in session.scalars(select(User))}
+    with layer_db.transaction() as conn:
+        names = {u.username for u in conn.execute(select(tables.users))}
     assert len(names) == 2
 
 
@@ -174,10 +196,10 @@ def test_retry_budget_exhausted_becomes_transaction_error_with_nothing_written()
     def always_conflicts() -> None:
         nonlocal calls
         calls += 1
-        with layer_db.transaction() as session:
-            UserRepository(session).create(**user_values())
+        with layer_db.transaction() as conn:
+            UserRepository(conn).create(**user_values())
             # A real serialization failure, raised by the server itself.
-            session.execute(
+            conn.execute(
                 text("DO $$ BEGIN RAISE EXCEPTION 'conflict' USING ERRCODE = '40001'; END $$")
             )
 
@@ -225,8 +247,8 @@ def test_unreachable_database_is_unavailable_within_the_connect_timeout(layer_en
     layer_env.setenv("DB_CONNECT_TIMEOUT", "1")
     reset_layer_caches()
     started = time.monotonic()
-    with pytest.raises(UnavailableError), layer_db.transaction() as session:
-        session.execute(text("SELECT 1"))
+    with pytest.raises(UnavailableError), layer_db.transaction() as conn:
+        conn.execute(text("SELECT 1"))
     assert time.monotonic() - started < 5
 
 
@@ -234,17 +256,17 @@ def test_statement_timeout_cancels_a_slow_query_as_unavailable(layer_env) -> Non
     layer_env.setenv("DB_STATEMENT_TIMEOUT_MS", "200")
     reset_layer_caches()
     started = time.monotonic()
-    with pytest.raises(UnavailableError), layer_db.transaction() as session:
-        session.execute(text("SELECT pg_sleep(5)"))
+    with pytest.raises(UnavailableError), layer_db.transaction() as conn:
+        conn.execute(text("SELECT pg_sleep(5)"))
     assert time.monotonic() - started < 3
 
 
 def test_connections_use_the_statement_timeout_and_tcp_nodelay(layer_env) -> None:
     layer_env.setenv("DB_STATEMENT_TIMEOUT_MS", "4321")
     reset_layer_caches()
-    with layer_db.transaction() as session:
-        assert session.scalar(text("SHOW statement_timeout")) == "4321ms"
-        raw = session.connection().connection.dbapi_connection
+    with layer_db.transaction() as conn:
+        assert conn.scalar(text("SHOW statement_timeout")) == "4321ms"
+        raw = conn.connection.dbapi_connection
         sock = raw._usock
         assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) == 1
 
@@ -278,8 +300,8 @@ def test_credentials_come_from_a_secrets_manager_secret_in_rds_format(layer_env,
 
     creds = layer_db.get_credentials()
     assert (creds.host, creds.port, creds.database) == (url.host, url.port, url.database)
-    with layer_db.transaction() as session:
-        assert session.scalar(text("SELECT current_database()")) == url.database
+    with layer_db.transaction() as conn:
+        assert conn.scalar(text("SELECT current_database()")) == url.database
 
     # A rotated secret is read again only when asked to (as after an authentication failure).
     client.put_secret_value(SecretId=arn, SecretString=json.dumps({**secret, "password": "new"}))

@@ -13,8 +13,7 @@ from sqlalchemy import func, select, text
 from blog import db as layer_db
 from blog import services
 from blog.errors import ValidationError
-from blog.models import Post, User
-from blog.repositories import PageRequest, UserRepository
+from blog.repositories import PageRequest, PostRepository, UserRepository
 from local.pg_wire import WireTap
 from tests.factories import user_values
 
@@ -29,8 +28,8 @@ def _transaction_control(tap: WireTap) -> list[str]:
 def counted(committed_db: None) -> Iterator[list[WireTap]]:
     """Every connection the layer opens meanwhile, tapped once connected (after the engine's
     first connection, which also reads the server's settings)."""
-    with layer_db.transaction() as session:
-        session.execute(text("SELECT 1"))
+    with layer_db.transaction() as conn:
+        conn.execute(text("SELECT 1"))
     counters: list[WireTap] = []
     original = layer_db._open_connection
 
@@ -47,8 +46,8 @@ def counted(committed_db: None) -> Iterator[list[WireTap]]:
 
 
 def _add_user(**values: Any) -> int:
-    with layer_db.transaction() as session:
-        return UserRepository(session).create(**user_values(**values)).id
+    with layer_db.transaction() as conn:
+        return UserRepository(conn).create(**user_values(**values)).id
 
 
 def test_a_read_takes_one_round_trip_and_is_committed_with_the_close(
@@ -58,8 +57,8 @@ def test_a_read_takes_one_round_trip_and_is_committed_with_the_close(
     (writer,) = counted
     assert writer.round_trips == 2  # BEGIN + INSERT, then COMMIT
     assert _transaction_control(writer) == ["begin transaction", "commit"]
-    with layer_db.transaction() as session:
-        assert session.get(User, user_id) is not None
+    with layer_db.transaction() as conn:
+        assert UserRepository(conn).get(user_id) is not None
     reader = counted[1]
     assert reader.round_trips == 1  # BEGIN + SELECT; the COMMIT went with the close
     assert _transaction_control(reader) == ["begin transaction", "commit"]
@@ -75,8 +74,10 @@ def test_a_search_that_finds_posts_takes_one_statement_as_a_list_does(
 ) -> None:
     # Given a published post
     author_id = _add_user()
-    with layer_db.transaction() as session:
-        session.add(Post(author_id=author_id, title="Kumquat season", content="c", published=True))
+    with layer_db.transaction() as conn:
+        PostRepository(conn).create(
+            author_id=author_id, title="Kumquat season", content="c", published=True
+        )
     tapped = len(counted)
     # When the feed is listed, searched with a hit, with a miss, and with no trigram at all
     assert len(services.list_published_posts(PageRequest(page_size=5)).items) == 1
@@ -98,11 +99,11 @@ def test_a_lock_taken_by_a_read_is_released_when_its_unit_of_work_ends(
     counted: list[WireTap],
 ) -> None:
     user_id = _add_user()
-    with layer_db.transaction() as session:
-        assert UserRepository(session).lock(user_id) is not None
-    with layer_db.transaction() as session:
-        session.execute(text("SET LOCAL lock_timeout = '2s'"))
-        assert UserRepository(session).lock(user_id) is not None  # no wait, no timeout
+    with layer_db.transaction() as conn:
+        assert UserRepository(conn).lock(user_id) is not None
+    with layer_db.transaction() as conn:
+        conn.execute(text("SET LOCAL lock_timeout = '2s'"))
+        assert UserRepository(conn).lock(user_id) is not None  # no wait, no timeout
 
 
 def test_a_connection_reused_after_a_read_starts_a_new_transaction(
@@ -121,8 +122,8 @@ def test_a_connection_reused_after_a_read_starts_a_new_transaction(
         connection.execute(text("SELECT 1"))
         connection.rollback()
     assert second != first
-    with layer_db.transaction() as session:
-        assert session.get(User, user_id).username == "after"  # type: ignore[union-attr]
+    with layer_db.transaction() as conn:
+        assert UserRepository(conn).get(user_id).username == "after"  # type: ignore[union-attr]
     assert _transaction_control(counted[1]) == [
         "begin transaction",
         "commit",
@@ -152,8 +153,8 @@ def test_errors_after_a_held_back_begin_leave_the_connection_usable(
         assert connection.execute(text("SELECT 2")).scalar_one() == 2
         connection.commit()
     with pytest.raises(ValidationError):
-        with layer_db.transaction() as session:
-            session.execute(text("SELECT :value"), {"value": "\ud800"})
+        with layer_db.transaction() as conn:
+            conn.execute(text("SELECT :value"), {"value": "\ud800"})
     assert _add_user() > 0
 
 
@@ -170,9 +171,9 @@ def test_timestamps_come_back_as_pg8000_would_read_them(committed_db: None) -> N
         assert layer_db._timestamptz_in(sent) == pg8000.converters.timestamptz_in(sent)
     for odd in ("infinity", "-infinity", "2024-05-01 12:00:00+05:30", "0044-03-15 12:00:00+00 BC"):
         assert layer_db._timestamptz_in(odd) == pg8000.converters.timestamptz_in(odd)
-    with layer_db.transaction() as session:
-        session.execute(text("SET LOCAL TimeZone = 'UTC'"))
-        now = session.execute(select(func.now())).scalar_one()
+    with layer_db.transaction() as conn:
+        conn.execute(text("SET LOCAL TimeZone = 'UTC'"))
+        now = conn.execute(select(func.now())).scalar_one()
     assert now.tzinfo is not None and now.utcoffset() == timedelta(0)
 
 

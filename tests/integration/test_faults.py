@@ -346,8 +346,8 @@ def test_the_connect_timeout_bounds_a_server_that_never_answers(
     reset_layer_caches()
     # Through the layer
     started = time.monotonic()
-    with pytest.raises(UnavailableError), layer_db.transaction() as session:
-        session.execute(text("SELECT 1"))
+    with pytest.raises(UnavailableError), layer_db.transaction() as conn:
+        conn.execute(text("SELECT 1"))
     elapsed = time.monotonic() - started
     assert CONNECT_TIMEOUT_S * 0.9 <= elapsed < CONNECT_TIMEOUT_S + MARGIN_S
     # And through a handler: a 503 to retry, not a function that hangs until Lambda kills it
@@ -365,12 +365,12 @@ def test_a_server_that_stops_answering_mid_query_is_unavailable_within_the_read_
     reset_layer_caches()
     bound = 0.5 + CONNECT_TIMEOUT_S
     elapsed = 0.0
-    with pytest.raises(UnavailableError), layer_db.transaction() as session:
-        backend = int(session.scalar(text("SELECT pg_backend_pid()")) or 0)
+    with pytest.raises(UnavailableError), layer_db.transaction() as conn:
+        backend = int(conn.scalar(text("SELECT pg_backend_pid()")) or 0)
         os.kill(backend, signal.SIGSTOP)  # the server process freezes, the connection stays up
         started = time.monotonic()
         try:
-            session.execute(text("SELECT 1"))
+            conn.execute(text("SELECT 1"))
         finally:
             elapsed = time.monotonic() - started
             os.kill(backend, signal.SIGCONT)
@@ -512,8 +512,8 @@ def test_a_long_query_is_cancelled_on_the_server_not_only_abandoned_by_the_clien
 ) -> None:
     layer.setenv("DB_STATEMENT_TIMEOUT_MS", "300")
     reset_layer_caches()
-    with pytest.raises(UnavailableError), layer_db.transaction() as session:
-        session.execute(text("SELECT pg_sleep(30)"))
+    with pytest.raises(UnavailableError), layer_db.transaction() as conn:
+        conn.execute(text("SELECT pg_sleep(30)"))
     # A client that merely gave up would leave pg_sleep running for 30 s on the server.
     assert _blog_api_backends(pg) == []
 
@@ -573,7 +573,7 @@ def test_a_deadlock_in_a_handler_is_retried_and_past_the_budget_is_a_clean_503(
 def test_a_real_serialization_failure_is_retried_until_both_writes_commit(
     pg: Server, layer: pytest.MonkeyPatch
 ) -> None:
-    from blog.models import User
+    from blog.repositories import UserRepository
 
     user_id = call("POST", "/users", {**new_user(), "username": "base"}).body["id"]
     barrier = threading.Barrier(2)
@@ -583,12 +583,12 @@ def test_a_real_serialization_failure_is_retried_until_both_writes_commit(
     @layer_db.retry_on_conflict(attempts=3, base_delay=0.01)
     def append(tag: str) -> None:
         attempts[tag] += 1
-        with layer_db.transaction() as session:
-            session.execute(text("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ"))
-            name = session.get_one(User, user_id).username
+        with layer_db.transaction() as conn:
+            conn.execute(text("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ"))
+            name = UserRepository(conn).get(user_id).username  # type: ignore[union-attr]
             if attempts[tag] == 1:
                 barrier.wait(timeout=10)  # both read the same snapshot before either writes
-            session.execute(
+            conn.execute(
                 text("UPDATE users SET username = :n WHERE id = :id"),
                 {"n": f"{name}-{tag}", "id": user_id},
             )
@@ -615,7 +615,7 @@ def test_a_real_serialization_failure_is_retried_until_both_writes_commit(
 def test_a_deadlock_past_the_retry_budget_is_a_transaction_error_and_nothing_half_written(
     pg: Server, layer: pytest.MonkeyPatch
 ) -> None:
-    from blog.models import Post, User
+    from blog.models import Post, User, unit_of_work
 
     first = call("POST", "/users", new_user()).body["id"]
     second = call("POST", "/users", new_user()).body["id"]
@@ -624,7 +624,8 @@ def test_a_deadlock_past_the_retry_budget_is_a_transaction_error_and_nothing_hal
 
     @layer_db.retry_on_conflict(attempts=1)
     def lock_both(key: str, order: tuple[int, int]) -> None:
-        with layer_db.transaction() as session:
+        # The ORM's unit of work on the layer's transaction: its flushes take the row locks.
+        with unit_of_work() as session:
             session.add(Post(author_id=order[0], title=f"by {key}", content="c"))
             session.flush()
             session.get_one(User, order[0]).username = f"{key}-{order[0]}"

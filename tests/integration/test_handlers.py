@@ -38,8 +38,8 @@ def _grant_admin(user_id: int) -> None:
     from blog import db
     from blog.repositories import UserRepository
 
-    with db.transaction() as session:
-        UserRepository(session).update(user_id, is_admin=True)
+    with db.transaction() as conn:
+        UserRepository(conn).update(user_id, is_admin=True)
 
 
 def _function_for(route_key: str) -> str:
@@ -108,8 +108,8 @@ def _token_event(world: dict[str, Any]) -> dict[str, Any]:
     from blog.repositories import UserRepository
     from blog.security import hash_password
 
-    with db.transaction() as session:
-        UserRepository(session).update(
+    with db.transaction() as conn:
+        UserRepository(conn).update(
             world["author"].id, hashed_password=hash_password("pw-12345678")
         )
     event: dict[str, Any] = json.loads((EVENTS / "issue_token.json").read_text())

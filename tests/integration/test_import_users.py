@@ -15,7 +15,8 @@ import pytest
 from sqlalchemy import select
 
 from blog import db as layer_db
-from blog.models import User
+from blog import tables
+from blog.repositories import UserRepository
 from blog.security import hash_password, verify_password
 from local.functions import REPO, load_module_from
 
@@ -108,9 +109,14 @@ def user(name: str, **extra: Any) -> dict[str, Any]:
 
 
 def stored_users() -> dict[str, tuple[str, str, object]]:
-    with layer_db.transaction() as session:
-        rows = session.execute(
-            select(User.email, User.username, User.hashed_password, User.updated_at)
+    with layer_db.transaction() as conn:
+        rows = conn.execute(
+            select(
+                tables.users.c.email,
+                tables.users.c.username,
+                tables.users.c.hashed_password,
+                tables.users.c.updated_at,
+            )
         )
         return {r.email: (r.username, r.hashed_password, r.updated_at) for r in rows}
 
@@ -233,10 +239,10 @@ def test_ten_thousand_users_in_one_message(queues: Queues) -> None:
 
     result = queues.handler(queues._event([message]), LambdaContext("ImportUsersFunction"))
     assert result == {"batchItemFailures": []}
-    with layer_db.transaction() as session:
+    with layer_db.transaction() as conn:
         from blog.repositories import UserRepository
 
-        assert UserRepository(session).count() == 10_000
+        assert UserRepository(conn).count() == 10_000
 
 
 def test_an_unreachable_database_fails_every_message_for_a_retry(
@@ -257,7 +263,7 @@ def test_an_unreachable_database_fails_every_message_for_a_retry(
         reset_layer_caches()
     # The database is back: the retried message goes through.
     assert queues.poll_once() == ([sent], [])
-    with layer_db.transaction() as session:
-        stored = session.scalar(select(User).where(User.username == name))
+    with layer_db.transaction() as conn:
+        stored = UserRepository(conn).get_by_username(name)
         assert stored is not None
-        session.delete(stored)
+        UserRepository(conn).delete(stored.id)

@@ -27,7 +27,7 @@ from sqlalchemy import inspect as sa_inspect
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.pool import NullPool
 
-from blog.models import Base
+from blog.tables import metadata
 
 REPO = Path(__file__).resolve().parents[2]
 PYPROJECT = REPO / "pyproject.toml"
@@ -175,10 +175,10 @@ def test_upgrade_head_builds_the_same_catalogue_as_the_models(engine: Engine) ->
     upgrade(engine, "head")
     with engine.begin() as conn:
         conn.execute(text(f"CREATE SCHEMA {MODELS_SCHEMA}"))
-        Base.metadata.create_all(conn.execution_options(schema_translate_map={None: MODELS_SCHEMA}))
+        metadata.create_all(conn.execution_options(schema_translate_map={None: MODELS_SCHEMA}))
 
     migrated = schema_snapshot(engine)
-    assert set(migrated) == set(Base.metadata.tables)
+    assert set(migrated) == set(metadata.tables)
     assert migrated == schema_snapshot(engine, MODELS_SCHEMA)
     assert {name for name, _ in migrated["users"]["check_constraints"]} == {
         "ck_users_email_lowercase",

@@ -14,8 +14,9 @@ import pytest
 from sqlalchemy import text
 
 from blog import db as layer_db
-from blog.models import CONTENT_MAX, EMAIL_MAX, TITLE_MAX, USERNAME_MAX, Post, User
+from blog.domain import CONTENT_MAX, EMAIL_MAX, TITLE_MAX, USERNAME_MAX
 from blog.pagination import CURSOR_VERSION, encode_cursor
+from blog.records import PostRecord, UserRecord
 from blog.repositories import MAX_OFFSET, TOTAL_EXACT_MAX
 from blog.schemas import EXCERPT_CHARS
 from local.functions import REPO, functions, load_handler
@@ -76,15 +77,15 @@ def assert_error(reply: dict[str, Any], status: int, code: str) -> dict[str, Any
     return error
 
 
-def published_posts(count: int, **values: Any) -> tuple[User, list[Post]]:
+def published_posts(count: int, **values: Any) -> tuple[UserRecord, list[PostRecord]]:
     author = make_user()
     return author, [make_post(author, published=True, **values) for _ in range(count)]
 
 
 def insert_posts(author_id: int, count: int, *, published: bool = True) -> None:
     """``count`` posts in one statement (for counts a factory would take long to make)."""
-    with layer_db.transaction() as session:
-        session.execute(
+    with layer_db.transaction() as conn:
+        conn.execute(
             text(
                 "INSERT INTO posts (title, content, published, author_id)"
                 " SELECT 'Bulk ' || n, 'Bulk content ' || n, :published, :author"
@@ -142,12 +143,12 @@ def test_rows_inserted_and_deleted_between_pages_skip_nothing_and_repeat_nothing
     # seen are deleted, and an old draft is published (it sorts among the unseen rows)
     new = [make_post(author, published=True).id for _ in range(5)]
     draft = make_post(author)
-    with layer_db.transaction() as session:
-        session.execute(
+    with layer_db.transaction() as conn:
+        conn.execute(
             text("DELETE FROM posts WHERE id IN (:seen, :unseen)"),
             {"seen": newest_first[3], "unseen": newest_first[15]},
         )
-        session.execute(
+        conn.execute(
             text(
                 "UPDATE posts SET published = true, created_at = created_at - interval '1 day'"
                 " WHERE id = :id"
@@ -352,8 +353,8 @@ def test_the_largest_possible_page_stays_far_below_lambdas_response_limit(
 ) -> None:
     # Given the largest posts there can be, all of 4-byte characters, a full page of them
     author = make_user()
-    with layer_db.transaction() as session:
-        session.execute(
+    with layer_db.transaction() as conn:
+        conn.execute(
             text(
                 "INSERT INTO posts (title, content, published, author_id)"
                 " SELECT repeat(:char, :title_max), repeat(:char, :content_max), true, :author"
@@ -368,7 +369,7 @@ def test_the_largest_possible_page_stays_far_below_lambdas_response_limit(
         )
         # And a page of users with the longest usernames (4-byte characters) and emails, seen
         # by an admin (who sees the emails)
-        session.execute(
+        conn.execute(
             text(
                 "INSERT INTO users (username, email, hashed_password)"
                 " SELECT repeat(:char, :username_max - 4) || lpad(n::text, 4, '0'),"

@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
+from dataclasses import FrozenInstanceError
 from typing import Any
 
 import pytest
 from sqlalchemy import event, select, text
-from sqlalchemy.exc import InvalidRequestError
 
 from blog import db as layer_db
+from blog import tables
+from blog.domain import STATUS_INACTIVE
 from blog.errors import DuplicateError, ValidationError
-from blog.models import STATUS_INACTIVE, Post, User
 from blog.repositories import (
     MAX_OFFSET,
     PageRequest,
@@ -37,9 +38,9 @@ class StatementCounter:
 # --- generic repository -------------------------------------------------------------------------
 
 
-def test_create_flushes_so_id_and_server_defaults_are_available() -> None:
-    with layer_db.transaction() as session:
-        user = UserRepository(session).create(**user_values())
+def test_create_returns_the_whole_row_with_id_and_server_defaults() -> None:
+    with layer_db.transaction() as conn:
+        user = UserRepository(conn).create(**user_values())
         assert user.id is not None
         assert user.is_active is True
         assert user.status == "active"
@@ -49,23 +50,23 @@ def test_create_flushes_so_id_and_server_defaults_are_available() -> None:
 
 def test_get_returns_row_or_none() -> None:
     user = make_user()
-    with layer_db.transaction() as session:
-        repo = UserRepository(session)
+    with layer_db.transaction() as conn:
+        repo = UserRepository(conn)
         assert repo.get(user.id).email == user.email
         assert repo.get(user.id + 10_000) is None
 
 
 def test_get_many_uses_offset_and_limit_in_id_order() -> None:
     users = [make_user() for _ in range(5)]
-    with layer_db.transaction() as session:
-        rows = UserRepository(session).get_many(offset=1, limit=3)
+    with layer_db.transaction() as conn:
+        rows = UserRepository(conn).get_many(offset=1, limit=3)
     assert [u.id for u in rows] == [u.id for u in users[1:4]]
 
 
 def test_list_page_returns_items_and_total_across_pages() -> None:
     users = [make_user() for _ in range(7)]
-    with layer_db.transaction() as session:
-        repo = UserRepository(session)
+    with layer_db.transaction() as conn:
+        repo = UserRepository(conn)
         query = repo.active_users_list()
         first = repo.list_page(query, PageRequest(page=1, page_size=3))
         last = repo.list_page(query, PageRequest(page=3, page_size=3))
@@ -80,10 +81,8 @@ def test_list_page_returns_items_and_total_across_pages() -> None:
 
 
 def test_list_page_of_empty_table_has_zero_total() -> None:
-    with layer_db.transaction() as session:
-        page = PostRepository(session).list_page(
-            PostRepository.feed_list(), PageRequest(page_size=5)
-        )
+    with layer_db.transaction() as conn:
+        page = PostRepository(conn).list_page(PostRepository.feed_list(), PageRequest(page_size=5))
     assert (list(page.items), page.total, page.total_exact, page.next_cursor) == ([], 0, True, None)
 
 
@@ -110,21 +109,21 @@ def test_paginate_caps_page_size_and_refuses_offsets_past_the_cap() -> None:
 
 def test_update_returns_new_values_and_none_for_missing_row() -> None:
     user = make_user()
-    with layer_db.transaction() as session:
-        repo = UserRepository(session)
+    with layer_db.transaction() as conn:
+        repo = UserRepository(conn)
         updated = repo.update(user.id, username="renamed")
         assert updated is not None
         assert updated.username == "renamed"
         assert updated.updated_at >= user.updated_at
         assert repo.update(user.id + 10_000, username="ghost") is None
-    with layer_db.transaction() as session:
-        assert UserRepository(session).get(user.id).username == "renamed"
+    with layer_db.transaction() as conn:
+        assert UserRepository(conn).get(user.id).username == "renamed"
 
 
 def test_delete_reports_whether_a_row_was_deleted() -> None:
     user = make_user()
-    with layer_db.transaction() as session:
-        repo = UserRepository(session)
+    with layer_db.transaction() as conn:
+        repo = UserRepository(conn)
         assert repo.delete(user.id) is True
         assert repo.delete(user.id) is False
         assert repo.get(user.id) is None
@@ -134,10 +133,10 @@ def test_count_with_and_without_criteria() -> None:
     author = make_user()
     make_post(author, published=True)
     make_post(author)
-    with layer_db.transaction() as session:
-        repo = PostRepository(session)
+    with layer_db.transaction() as conn:
+        repo = PostRepository(conn)
         assert repo.count() == 2
-        assert repo.count(Post.published.is_(True)) == 1
+        assert repo.count(tables.posts.c.published.is_(True)) == 1
 
 
 # --- users ---------------------------------------------------------------------------------------
@@ -146,16 +145,16 @@ def test_count_with_and_without_criteria() -> None:
 def test_get_by_email_ignores_case_and_surrounding_space() -> None:
     user = make_user(email="Mixed.Case@Example.COM")
     assert user.email == "mixed.case@example.com"
-    with layer_db.transaction() as session:
-        found = UserRepository(session).get_by_email("  MIXED.case@example.com ")
+    with layer_db.transaction() as conn:
+        found = UserRepository(conn).get_by_email("  MIXED.case@example.com ")
     assert found is not None
     assert found.id == user.id
 
 
 def test_get_by_username_ignores_case() -> None:
     user = make_user(username="Alice")
-    with layer_db.transaction() as session:
-        repo = UserRepository(session)
+    with layer_db.transaction() as conn:
+        repo = UserRepository(conn)
         assert repo.get_by_username("ALICE").id == user.id
         assert repo.get_by_username("bob") is None
 
@@ -171,27 +170,41 @@ def test_get_with_posts_loads_posts_eagerly_in_two_queries() -> None:
     author = make_user()
     posts = [make_post(author) for _ in range(3)]
     counter = StatementCounter()
-    with layer_db.transaction() as session:
-        event.listen(session.connection(), "before_cursor_execute", counter)
-        user = UserRepository(session).get_with_posts(author.id)
+    with layer_db.transaction() as conn:
+        event.listen(conn, "before_cursor_execute", counter)
+        user = UserRepository(conn).get_with_posts(author.id)
         titles = [p.title for p in user.posts]
-        event.remove(session.connection(), "before_cursor_execute", counter)
+        event.remove(conn, "before_cursor_execute", counter)
     assert titles == [p.title for p in posts]
     assert len([s for s in counter.statements if s.lstrip().upper().startswith("SELECT")]) == 2
 
 
-def test_relationships_are_never_lazy_loaded_by_accident() -> None:
+def test_get_with_posts_of_a_user_without_posts_and_of_no_user() -> None:
     author = make_user()
-    with layer_db.transaction() as session:
-        user = UserRepository(session).get(author.id)
-        with pytest.raises(InvalidRequestError):
-            _ = user.posts
+    with layer_db.transaction() as conn:
+        repo = UserRepository(conn)
+        found = repo.get_with_posts(author.id)
+        assert repo.get_with_posts(author.id + 10_000) is None
+    assert found is not None
+    assert (found.id, found.email, found.posts) == (author.id, author.email, ())
+
+
+def test_a_user_read_without_posts_cannot_be_asked_for_them() -> None:
+    # A record holds what was read and nothing more: no lazy load can fire an N+1 later.
+    author = make_user()
+    make_post(author)
+    with layer_db.transaction() as conn:
+        user = UserRepository(conn).get(author.id)
+    with pytest.raises(AttributeError):
+        _ = user.posts  # type: ignore[union-attr]
+    with pytest.raises(FrozenInstanceError):
+        user.username = "changed"  # type: ignore[misc, union-attr]
 
 
 def test_get_active_users_and_deactivate() -> None:
     alice, bob, carol = make_user(), make_user(), make_user()
-    with layer_db.transaction() as session:
-        repo = UserRepository(session)
+    with layer_db.transaction() as conn:
+        repo = UserRepository(conn)
         deactivated = repo.deactivate(bob.id)
         assert deactivated is not None
         assert (deactivated.is_active, deactivated.status) == (False, STATUS_INACTIVE)
@@ -204,17 +217,20 @@ def test_get_active_users_and_deactivate() -> None:
 
 def test_bulk_insert_returns_ids_in_input_order() -> None:
     rows = [user_values() for _ in range(25)]
-    with layer_db.transaction() as session:
-        repo = UserRepository(session)
+    with layer_db.transaction() as conn:
+        repo = UserRepository(conn)
         ids = repo.bulk_insert(rows)
-        stored = {u.id: u.email for u in session.scalars(select(User).where(User.id.in_(ids)))}
+        stored = {
+            u.id: u.email
+            for u in conn.execute(select(tables.users).where(tables.users.c.id.in_(ids)))
+        }
     assert len(ids) == 25
     assert [stored[i] for i in ids] == [r["email"] for r in rows]
 
 
 def test_bulk_insert_of_nothing_is_a_no_op() -> None:
-    with layer_db.transaction() as session:
-        assert UserRepository(session).bulk_insert([]) == []
+    with layer_db.transaction() as conn:
+        assert UserRepository(conn).bulk_insert([]) == []
 
 
 def test_upsert_inserts_new_and_updates_existing_on_email() -> None:
@@ -224,11 +240,11 @@ def test_upsert_inserts_new_and_updates_existing_on_email() -> None:
         {"email": "KEEP@example.com", "username": "newname", "hashed_password": new_hash},
         user_values(email="fresh@example.com"),
     ]
-    with layer_db.transaction() as session:
-        ids = UserRepository(session).upsert(rows)
+    with layer_db.transaction() as conn:
+        ids = UserRepository(conn).upsert(rows)
     assert ids[0] == existing.id
-    with layer_db.transaction() as session:
-        repo = UserRepository(session)
+    with layer_db.transaction() as conn:
+        repo = UserRepository(conn)
         kept = repo.get(existing.id)
         assert (kept.username, kept.hashed_password) == ("newname", new_hash)
         assert repo.get_by_email("fresh@example.com").id == ids[1]
@@ -237,8 +253,8 @@ def test_upsert_inserts_new_and_updates_existing_on_email() -> None:
 
 def test_upsert_collapses_repeated_emails_to_the_last_row() -> None:
     rows = [user_values(email="same@example.com", username=f"name{i}") for i in range(3)]
-    with layer_db.transaction() as session:
-        repo = UserRepository(session)
+    with layer_db.transaction() as conn:
+        repo = UserRepository(conn)
         ids = repo.upsert(rows)
         assert len(ids) == 1
         assert repo.get(ids[0]).username == "name2"
@@ -247,8 +263,8 @@ def test_upsert_collapses_repeated_emails_to_the_last_row() -> None:
 def test_upsert_with_username_of_another_email_is_a_duplicate() -> None:
     make_user(email="a@example.com", username="taken")
     with pytest.raises(DuplicateError) as caught:
-        with layer_db.transaction() as session:
-            UserRepository(session).upsert([user_values(email="b@example.com", username="taken")])
+        with layer_db.transaction() as conn:
+            UserRepository(conn).upsert([user_values(email="b@example.com", username="taken")])
     assert caught.value.details == {"field": "username"}
 
 
@@ -259,11 +275,11 @@ def test_copy_upsert_inserts_new_and_updates_existing_on_email() -> None:
         user_values(email="fresh@example.com"),
         {"email": " KEEP@example.com", "username": "NewName", "hashed_password": new_hash},
     ]
-    with layer_db.transaction() as session:
-        ids = UserRepository(session).copy_upsert(rows)
+    with layer_db.transaction() as conn:
+        ids = UserRepository(conn).copy_upsert(rows)
     assert ids[1] == existing.id
-    with layer_db.transaction() as session:
-        repo = UserRepository(session)
+    with layer_db.transaction() as conn:
+        repo = UserRepository(conn)
         kept = repo.get(existing.id)
         assert (kept.username, kept.hashed_password) == ("newname", new_hash)
         assert repo.get_by_email("fresh@example.com").id == ids[0]
@@ -276,8 +292,8 @@ def test_copy_upsert_collapses_repeated_emails_to_the_last_row_at_the_first_plac
         user_values(email="other@example.com"),
         user_values(email="SAME@example.com", username="name2"),
     ]
-    with layer_db.transaction() as session:
-        repo = UserRepository(session)
+    with layer_db.transaction() as conn:
+        repo = UserRepository(conn)
         ids = repo.copy_upsert(rows)
         assert len(ids) == 2
         assert ids[0] < ids[1]  # inserted in first-seen order
@@ -288,11 +304,11 @@ def test_copy_upsert_with_username_of_another_email_is_a_duplicate_and_writes_no
     make_user(email="a@example.com", username="taken")
     rows = [user_values(email="first@example.com"), user_values(username="taken")]
     with pytest.raises(DuplicateError) as caught:
-        with layer_db.transaction() as session:
-            UserRepository(session).copy_upsert(rows)
+        with layer_db.transaction() as conn:
+            UserRepository(conn).copy_upsert(rows)
     assert caught.value.details == {"field": "username"}
-    with layer_db.transaction() as session:
-        assert UserRepository(session).count() == 1
+    with layer_db.transaction() as conn:
+        assert UserRepository(conn).count() == 1
 
 
 def test_copy_upsert_applies_rows_in_order() -> None:
@@ -304,11 +320,13 @@ def test_copy_upsert_applies_rows_in_order() -> None:
         user_values(email="b@example.com", username="old-a"),
     ]
     with pytest.raises(DuplicateError):
-        with layer_db.transaction() as session:
-            UserRepository(session).copy_upsert(freed_first[::-1])
-    with layer_db.transaction() as session:
-        UserRepository(session).copy_upsert(freed_first)
-        names = session.execute(select(User.email, User.username).order_by(User.email)).all()
+        with layer_db.transaction() as conn:
+            UserRepository(conn).copy_upsert(freed_first[::-1])
+    with layer_db.transaction() as conn:
+        UserRepository(conn).copy_upsert(freed_first)
+        names = conn.execute(
+            select(tables.users.c.email, tables.users.c.username).order_by(tables.users.c.email)
+        ).all()
     assert [tuple(r) for r in names] == [("a@example.com", "new-a"), ("b@example.com", "old-a")]
 
 
@@ -320,11 +338,13 @@ def test_copy_upsert_gives_a_new_user_a_username_freed_earlier_in_the_rows() -> 
         user_values(email="c@example.com", username="old-a"),
     ]
     with pytest.raises(DuplicateError):
-        with layer_db.transaction() as session:
-            UserRepository(session).copy_upsert(freed_first[::-1])
-    with layer_db.transaction() as session:
-        ids = UserRepository(session).copy_upsert(freed_first)
-        names = session.execute(select(User.id, User.username).order_by(User.email)).all()
+        with layer_db.transaction() as conn:
+            UserRepository(conn).copy_upsert(freed_first[::-1])
+    with layer_db.transaction() as conn:
+        ids = UserRepository(conn).copy_upsert(freed_first)
+        names = conn.execute(
+            select(tables.users.c.id, tables.users.c.username).order_by(tables.users.c.email)
+        ).all()
     assert ids[0] == existing.id
     assert [tuple(r) for r in names] == [(existing.id, "new-a"), (ids[1], "old-a")]
 
@@ -337,11 +357,11 @@ def test_copy_upsert_with_one_new_username_twice_is_a_duplicate_and_writes_nothi
         user_values(),
     ]
     with pytest.raises(DuplicateError) as caught:
-        with layer_db.transaction() as session:
-            UserRepository(session).copy_upsert(rows)
+        with layer_db.transaction() as conn:
+            UserRepository(conn).copy_upsert(rows)
     assert caught.value.details == {"field": "username"}
-    with layer_db.transaction() as session:
-        repo = UserRepository(session)
+    with layer_db.transaction() as conn:
+        repo = UserRepository(conn)
         assert repo.count() == 1
         assert repo.get(existing.id).username == "old-a"
 
@@ -355,8 +375,8 @@ def test_copy_upsert_mixes_new_changed_and_unchanged_rows_in_order() -> None:
         "hashed_password": unchanged.hashed_password,
     }
     rows = [user_values(), same, {**user_values(), "email": changed.email}, user_values()]
-    with layer_db.transaction() as session:
-        repo = UserRepository(session)
+    with layer_db.transaction() as conn:
+        repo = UserRepository(conn)
         ids = repo.copy_upsert(rows)
         assert ids[1:3] == [unchanged.id, changed.id]
         assert ids[0] < ids[3]  # new users numbered in input order
@@ -371,10 +391,12 @@ def test_copy_upsert_mixes_new_changed_and_unchanged_rows_in_order() -> None:
 )
 def test_copy_upsert_stores_any_text_as_given(text: str) -> None:
     row = {"email": f"{text}@example.com", "username": f"u{text}", "hashed_password": f"h{text}"}
-    with layer_db.transaction() as session:
-        id_, _ = UserRepository(session).copy_upsert([row, user_values()])
-        stored = session.execute(
-            select(User.email, User.username, User.hashed_password).where(User.id == id_)
+    with layer_db.transaction() as conn:
+        id_, _ = UserRepository(conn).copy_upsert([row, user_values()])
+        stored = conn.execute(
+            select(
+                tables.users.c.email, tables.users.c.username, tables.users.c.hashed_password
+            ).where(tables.users.c.id == id_)
         ).one()
     assert tuple(stored) == (row["email"], row["username"], row["hashed_password"])
 
@@ -382,30 +404,30 @@ def test_copy_upsert_stores_any_text_as_given(text: str) -> None:
 @pytest.mark.parametrize("bad", ["nul\x00", "surrogate\ud800"])
 def test_copy_upsert_refuses_text_postgresql_cannot_store(bad: str) -> None:
     with pytest.raises(ValidationError):
-        with layer_db.transaction() as session:
-            UserRepository(session).copy_upsert([user_values(hashed_password=bad)])
-    with layer_db.transaction() as session:
-        assert UserRepository(session).count() == 0
+        with layer_db.transaction() as conn:
+            UserRepository(conn).copy_upsert([user_values(hashed_password=bad)])
+    with layer_db.transaction() as conn:
+        assert UserRepository(conn).count() == 0
 
 
 def test_copy_upsert_leaves_an_unchanged_row_alone() -> None:
     user = make_user()
     same = {"email": user.email, "username": user.username, "hashed_password": user.hashed_password}
-    location = select(User.__table__.c.id, text("ctid::text")).where(User.id == user.id)
-    with layer_db.transaction() as session:
-        before = session.execute(location).one()
-        assert UserRepository(session).copy_upsert([same]) == [user.id]
-        assert session.execute(location).one() == before  # no new row version
-        UserRepository(session).copy_upsert([{**same, "username": "changed"}])
-        assert session.execute(location).one() != before
+    location = select(tables.users.c.id, text("ctid::text")).where(tables.users.c.id == user.id)
+    with layer_db.transaction() as conn:
+        before = conn.execute(location).one()
+        assert UserRepository(conn).copy_upsert([same]) == [user.id]
+        assert conn.execute(location).one() == before  # no new row version
+        UserRepository(conn).copy_upsert([{**same, "username": "changed"}])
+        assert conn.execute(location).one() != before
 
 
 def test_copy_upsert_twice_in_one_transaction_and_after_a_failure() -> None:
     make_user(username="taken")
-    with layer_db.transaction() as session:
-        repo = UserRepository(session)
+    with layer_db.transaction() as conn:
+        repo = UserRepository(conn)
         first = repo.copy_upsert([user_values()])
-        with pytest.raises(DuplicateError), layer_db.savepoint(session):
+        with pytest.raises(DuplicateError), layer_db.savepoint(conn):
             repo.copy_upsert([user_values(username="taken")])
         second = repo.copy_upsert([user_values(), user_values()])
         assert repo.copy_upsert([]) == []
@@ -418,21 +440,24 @@ def test_copy_upsert_ids_match_their_emails_whatever_characters_the_emails_hold(
     existing = make_user(email="old@example.com")
     for emails in (odd, [*odd, existing.email], ["x@example.com", existing.email]):
         rows = [user_values(email=email) for email in emails]
-        with layer_db.transaction() as session:
-            ids = UserRepository(session).copy_upsert(rows)
-            stored = {row.email: row.id for row in session.execute(select(User.email, User.id))}
+        with layer_db.transaction() as conn:
+            ids = UserRepository(conn).copy_upsert(rows)
+            stored = {
+                row.email: row.id
+                for row in conn.execute(select(tables.users.c.email, tables.users.c.id))
+            }
         assert ids == [stored[email] for email in emails]
 
 
 def test_copy_upsert_is_a_fixed_number_of_statements() -> None:
     counter = StatementCounter()
     rows = [user_values(hashed_password="h") for _ in range(500)]
-    with layer_db.transaction() as session:
-        event.listen(session.connection(), "before_cursor_execute", counter)
+    with layer_db.transaction() as conn:
+        event.listen(conn, "before_cursor_execute", counter)
         try:
-            UserRepository(session).copy_upsert(rows)
+            UserRepository(conn).copy_upsert(rows)
         finally:
-            event.remove(session.connection(), "before_cursor_execute", counter)
+            event.remove(conn, "before_cursor_execute", counter)
     # CREATE TEMPORARY TABLE, INSERT … SELECT with the ids, DROP TABLE (the COPY is the driver's):
     # every row is new, so the ids come with the upsert and none is looked up afterwards
     assert len(counter.statements) == 3
@@ -450,14 +475,14 @@ def _plan_nodes(plan: dict[str, Any]) -> list[dict[str, Any]]:
 def test_a_search_reads_posts_only_when_its_text_holds_a_trigram(q: str, reads_posts: bool) -> None:
     make_post(make_user(), published=True, title="kumquat %%% ab")
     stmt = PostRepository.feed_list(q).stmt
-    with layer_db.transaction() as session:
-        connection = session.connection()
+    with layer_db.transaction() as conn:
+        connection = conn
         compiled = stmt.compile(dialect=connection.dialect)
         params = tuple(compiled.params[name] for name in compiled.positiontup or ())
         plan = connection.exec_driver_sql(
             f"EXPLAIN (ANALYZE, FORMAT JSON) {compiled}", params
         ).scalar()
-        found = session.execute(stmt).all()
+        found = conn.execute(stmt).all()
     scans = [n for n in _plan_nodes(plan[0]["Plan"]) if n.get("Relation Name") == "posts"]
     assert scans
     assert any(n["Actual Loops"] > 0 for n in scans) is reads_posts
@@ -469,8 +494,8 @@ def test_get_published_is_newest_first_and_hides_drafts() -> None:
     older = make_post(author, published=True)
     make_post(author)  # draft
     newer = make_post(author, published=True)
-    with layer_db.transaction() as session:
-        posts = PostRepository(session).get_published()
+    with layer_db.transaction() as conn:
+        posts = PostRepository(conn).get_published()
     assert [p.id for p in posts] == [newer.id, older.id]
 
 
@@ -479,8 +504,8 @@ def test_get_by_author_with_and_without_drafts() -> None:
     published = make_post(author, published=True)
     draft = make_post(author)
     make_post(other, published=True)
-    with layer_db.transaction() as session:
-        repo = PostRepository(session)
+    with layer_db.transaction() as conn:
+        repo = PostRepository(conn)
         assert [p.id for p in repo.get_by_author(author.id)] == [published.id]
         with_drafts = repo.get_by_author(author.id, include_drafts=True)
     assert [p.id for p in with_drafts] == [draft.id, published.id]
@@ -488,8 +513,8 @@ def test_get_by_author_with_and_without_drafts() -> None:
 
 def test_publish_sets_flag_and_returns_none_for_missing_post() -> None:
     post = make_post(make_user())
-    with layer_db.transaction() as session:
-        repo = PostRepository(session)
+    with layer_db.transaction() as conn:
+        repo = PostRepository(conn)
         assert repo.publish(post.id).published is True
         assert repo.publish(post.id + 10_000) is None
 
@@ -500,8 +525,8 @@ def test_search_matches_title_or_content_ignoring_case_published_only() -> None:
     by_content = make_post(author, content="tuning postgresql for lambda", published=True)
     make_post(author, title="postgresql draft")
     make_post(author, title="unrelated", published=True)
-    with layer_db.transaction() as session:
-        repo = PostRepository(session)
+    with layer_db.transaction() as conn:
+        repo = PostRepository(conn)
         found = repo.search("POSTGRESQL")
         with_drafts = repo.search("postgresql", published_only=False)
     assert {p.id for p in found} == {by_title.id, by_content.id}
@@ -516,8 +541,8 @@ def test_search_treats_wildcards_and_backslash_literally(needle: str) -> None:
     make_post(author, title="contains 1000 here", published=True)
     make_post(author, title="contains aXb here", published=True)
     make_post(author, title="contains backslash here", published=True)
-    with layer_db.transaction() as session:
-        found = PostRepository(session).search(needle)
+    with layer_db.transaction() as conn:
+        found = PostRepository(conn).search(needle)
     assert [p.id for p in found] == [hit.id]
 
 
@@ -529,8 +554,8 @@ def test_transfer_moves_all_posts_and_counts_them() -> None:
     source, target = make_user(), make_user()
     for _ in range(3):
         make_post(source)
-    with layer_db.transaction() as session:
-        repo = PostRepository(session)
+    with layer_db.transaction() as conn:
+        repo = PostRepository(conn)
         assert repo.transfer(source.id, target.id) == 3
-        assert repo.count(Post.author_id == target.id) == 3
+        assert repo.count(tables.posts.c.author_id == target.id) == 3
         assert repo.transfer(source.id, target.id) == 0

@@ -10,19 +10,19 @@ import pytest
 from sqlalchemy import func, select, text
 
 from blog import db as layer_db
-from blog import services
+from blog import services, tables
+from blog.domain import TITLE_MAX
 from blog.errors import DuplicateError, ForbiddenError, NotFoundError, ValidationError
-from blog.models import TITLE_MAX, Post, User
-from blog.repositories import UserRepository
+from blog.repositories import PostRepository, UserRepository
 from blog.security import verify_password
 from blog.services import Actor
 from tests.factories import make_post, make_user, user_values
 
 
 def _counts() -> tuple[int, int]:
-    with layer_db.transaction() as session:
-        users = session.scalar(select(func.count()).select_from(User))
-        posts = session.scalar(select(func.count()).select_from(Post))
+    with layer_db.transaction() as conn:
+        users = conn.scalar(select(func.count()).select_from(tables.users))
+        posts = conn.scalar(select(func.count()).select_from(tables.posts))
     return int(users or 0), int(posts or 0)
 
 
@@ -96,7 +96,7 @@ def test_register_race_has_exactly_one_winner() -> None:
     for t in threads:
         t.join()
     # Then one wins and the other is told it is a duplicate
-    assert sorted(type(o).__name__ for o in outcomes) == ["DuplicateError", "User"]
+    assert sorted(type(o).__name__ for o in outcomes) == ["DuplicateError", "UserRecord"]
     assert _counts() == (1, 0)
 
 
@@ -154,8 +154,8 @@ def test_transfer_posts_moves_everything_and_returns_the_count() -> None:
         make_post(source)
     make_post(target)
     assert services.transfer_posts(from_user_id=source.id, to_user_id=target.id, actor=ADMIN) == 4
-    with layer_db.transaction() as session:
-        assert len(UserRepository(session).get_with_posts(target.id).posts) == 5
+    with layer_db.transaction() as conn:
+        assert len(UserRepository(conn).get_with_posts(target.id).posts) == 5
 
 
 @pytest.mark.usefixtures("db")
@@ -192,9 +192,9 @@ def test_delete_user_cascade_removes_the_user_and_their_posts_only() -> None:
         make_post(doomed)
     kept = make_post(other)
     assert services.delete_user_cascade(doomed.id, actor=Actor(user_id=doomed.id)) == 3
-    with layer_db.transaction() as session:
-        assert session.get(User, doomed.id) is None
-        assert [p.id for p in session.scalars(select(Post))] == [kept.id]
+    with layer_db.transaction() as conn:
+        assert UserRepository(conn).get(doomed.id) is None
+        assert [p.id for p in conn.execute(select(tables.posts))] == [kept.id]
 
 
 @pytest.mark.usefixtures("db")
@@ -229,8 +229,8 @@ def test_publish_post_hides_drafts_from_others_and_refuses_them() -> None:
         services.publish_post(published.id, actor=Actor(user_id=stranger.id))
     with pytest.raises(NotFoundError):
         services.publish_post(draft.id + 10_000, actor=ADMIN)
-    with layer_db.transaction() as session:
-        assert session.get(Post, draft.id).published is False
+    with layer_db.transaction() as conn:
+        assert PostRepository(conn).get(draft.id).published is False
 
 
 # --- import_users --------------------------------------------------------------------------------
@@ -243,8 +243,8 @@ def test_import_users_upserts_on_email() -> None:
     ids = services.import_users(rows)
     assert ids[0] == existing.id
     assert len(ids) == 2
-    with layer_db.transaction() as session:
-        assert UserRepository(session).get(existing.id).username == "one-renamed"
+    with layer_db.transaction() as conn:
+        assert UserRepository(conn).get(existing.id).username == "one-renamed"
     assert _counts() == (2, 0)
 
 
@@ -257,11 +257,14 @@ def test_import_users_is_all_or_nothing_on_a_conflicting_username() -> None:
 
 
 def _stored(email: str) -> tuple[object, ...]:
-    with layer_db.transaction() as session:
-        row = session.execute(
-            select(User.id, User.username, User.hashed_password, User.updated_at).where(
-                User.email == email
-            )
+    with layer_db.transaction() as conn:
+        row = conn.execute(
+            select(
+                tables.users.c.id,
+                tables.users.c.username,
+                tables.users.c.hashed_password,
+                tables.users.c.updated_at,
+            ).where(tables.users.c.email == email)
         ).one()
     return tuple(row)
 
@@ -303,7 +306,7 @@ def test_an_import_that_waited_for_a_concurrent_insert_of_its_email_updates_that
     engine = layer_db.get_engine()
     with engine.connect() as other, engine.connect() as watcher:
         other.execute(
-            User.__table__.insert().values(
+            tables.users.insert().values(
                 email="both@example.com", username=their_username, hashed_password=hashed
             )
         )

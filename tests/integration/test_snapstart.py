@@ -212,8 +212,8 @@ def test_prime_builds_what_a_first_request_would_and_keeps_no_credential(databas
         and not model.__pydantic_generic_metadata__["parameters"]  # Page: its parametrizations
     ]
     # and a connection made, which leaves parsed credentials behind
-    with db.transaction() as session:
-        session.execute(text("SELECT 1"))
+    with db.transaction() as conn:
+        conn.execute(text("SELECT 1"))
     assert snapstart.held()["credentials"] >= 1
 
     # When the snapshot is primed

@@ -45,9 +45,9 @@ def test_verify_full_connects_and_queries_over_tls(tls: TlsWorld) -> None:
     certificates = make_certificates(tls.tmp_path, hosts=("localhost", "127.0.0.1"))
     with PgTlsProxy(tls.backend, certificates) as proxy:
         tls.use(proxy, certificates.ca_file)
-        with layer_db.transaction() as session:
-            assert session.scalar(text("SELECT 1")) == 1
-            raw = session.connection().connection.dbapi_connection
+        with layer_db.transaction() as conn:
+            assert conn.scalar(text("SELECT 1")) == 1
+            raw = conn.connection.dbapi_connection
             assert raw._usock.version().startswith("TLSv1.")  # the socket really is TLS
 
 
@@ -55,8 +55,8 @@ def test_verify_full_refuses_a_certificate_for_another_host(tls: TlsWorld) -> No
     certificates = make_certificates(tls.tmp_path, hosts=("db.example.com",))
     with PgTlsProxy(tls.backend, certificates) as proxy:
         tls.use(proxy, certificates.ca_file)
-        with pytest.raises(UnavailableError), layer_db.transaction() as session:
-            session.execute(text("SELECT 1"))
+        with pytest.raises(UnavailableError), layer_db.transaction() as conn:
+            conn.execute(text("SELECT 1"))
 
 
 def test_verify_full_refuses_a_certificate_from_an_unknown_ca(tls: TlsWorld) -> None:
@@ -64,21 +64,21 @@ def test_verify_full_refuses_a_certificate_from_an_unknown_ca(tls: TlsWorld) -> 
     stranger = make_certificates(tls.tmp_path / "stranger", hosts=("localhost",))
     with PgTlsProxy(tls.backend, certificates) as proxy:
         tls.use(proxy, stranger.ca_file)
-        with pytest.raises(UnavailableError), layer_db.transaction() as session:
-            session.execute(text("SELECT 1"))
+        with pytest.raises(UnavailableError), layer_db.transaction() as conn:
+            conn.execute(text("SELECT 1"))
 
 
 def test_require_encrypts_without_verifying(tls: TlsWorld) -> None:
     certificates = make_certificates(tls.tmp_path, hosts=("db.example.com",))
     with PgTlsProxy(tls.backend, certificates) as proxy:
         tls.use(proxy, certificates.ca_file, sslmode="require")
-        with layer_db.transaction() as session:
-            assert session.scalar(text("SELECT 1")) == 1
+        with layer_db.transaction() as conn:
+            assert conn.scalar(text("SELECT 1")) == 1
 
 
 def test_the_tls_front_refuses_plain_connections(tls: TlsWorld) -> None:
     certificates = make_certificates(tls.tmp_path, hosts=("localhost",))
     with PgTlsProxy(tls.backend, certificates) as proxy:
         tls.use(proxy, certificates.ca_file, sslmode="disable")
-        with pytest.raises(UnavailableError), layer_db.transaction() as session:
-            session.execute(text("SELECT 1"))
+        with pytest.raises(UnavailableError), layer_db.transaction() as conn:
+            conn.execute(text("SELECT 1"))

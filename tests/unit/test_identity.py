@@ -34,7 +34,7 @@ INVISIBLE = {
 
 @pytest.mark.parametrize("name", INVISIBLE)
 def test_emails_with_an_invisible_character_are_refused(name: str) -> None:
-    from blog.models import canonical_email
+    from blog.domain import canonical_email
 
     char = INVISIBLE[name]
     for email in (
@@ -85,7 +85,7 @@ SAME_ADDRESS = [
 
 @pytest.mark.parametrize(("canonical", "spelling"), SAME_ADDRESS)
 def test_every_spelling_of_an_address_normalizes_to_one(canonical: str, spelling: str) -> None:
-    from blog.models import canonical_email
+    from blog.domain import canonical_email
 
     assert canonical_email(spelling) == canonical_email(canonical) == canonical
 
@@ -93,7 +93,7 @@ def test_every_spelling_of_an_address_normalizes_to_one(canonical: str, spelling
 def test_length_is_checked_after_normalizing() -> None:
     from pydantic import ValidationError
 
-    from blog.models import EMAIL_MAX, canonical_email
+    from blog.domain import EMAIL_MAX, canonical_email
     from blog.schemas import UserCreate
 
     # 255 characters as typed, longer once the domain is IDNA-encoded: refused
@@ -112,7 +112,7 @@ def test_length_is_checked_after_normalizing() -> None:
     "email", ["user@bü_cher.de", "user@" + "ü" * 64 + ".de", "user@☃.de", "user@ü..de"]
 )
 def test_unicode_domains_that_idna_refuses_are_refused(email: str) -> None:
-    from blog.models import canonical_email
+    from blog.domain import canonical_email
 
     with pytest.raises(ValueError, match="domain"):
         canonical_email(email)
@@ -122,7 +122,7 @@ def test_no_ascii_character_is_invisible() -> None:
     # invisible_character answers an ASCII text at once: no ASCII character is one it refuses.
     import unicodedata
 
-    from blog.models import invisible_character
+    from blog.domain import invisible_character
 
     for code in range(128):
         char = chr(code)
@@ -148,7 +148,7 @@ ASCII_EMAILS = [
 
 @pytest.mark.parametrize("email", ASCII_EMAILS)
 def test_an_ascii_email_normalizes_as_canonical_email_decides(email: str) -> None:
-    from blog.models import canonical_email, normalize_email
+    from blog.domain import canonical_email, normalize_email
 
     try:
         expected = canonical_email(email)
@@ -160,7 +160,7 @@ def test_an_ascii_email_normalizes_as_canonical_email_decides(email: str) -> Non
 def test_random_ascii_emails_normalize_as_canonical_email_decides() -> None:
     import random
 
-    from blog.models import canonical_email, normalize_email
+    from blog.domain import canonical_email, normalize_email
 
     pick = random.Random(14)
     alphabet = "aZ9.@ _-\t\x1f\x7f\\\"'"

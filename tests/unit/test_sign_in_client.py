@@ -32,6 +32,6 @@ def test_sign_in_client_keys_ipv4_by_address_and_ipv6_by_its_64(
 
 
 def test_no_client_key_is_the_account_wide_one() -> None:
-    from blog.models import ACCOUNT_WIDE
+    from blog.domain import ACCOUNT_WIDE
 
     assert ACCOUNT_WIDE not in {sign_in_client(a) for a in ("*", "0.0.0.0", "::", None)}
