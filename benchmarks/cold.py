@@ -367,6 +367,21 @@ def _restored_stats(results: list[dict[str, Any]], cold: dict[str, Any]) -> dict
     return out
 
 
+def snapshotted_functions() -> set[str]:
+    """The functions that ``SnapStart=enabled`` snapshots: all but those that opt out of the
+    template's Globals setting (``IgnoreGlobals``: the SQS import, the hourly purge, the
+    migrations), whose restores would simulate nothing that is deployed."""
+    from local.functions import template
+
+    resources = template()["Resources"]
+    return {
+        name
+        for name, resource in resources.items()
+        if resource["Type"] == "AWS::Serverless::Function"
+        and "SnapStart" not in (resource.get("IgnoreGlobals") or [])
+    }
+
+
 def every_function(
     setup: Setup,
     functions: dict[str, Package],
@@ -387,6 +402,7 @@ def every_function(
     required: list[dict[str, Any]] = []
     order = list(functions)
     stride = -(-len(order) // len(COMPARED))
+    snapshotted = snapshotted_functions()
     for _ in range(samples):
         rows = fixtures.round()
         restore_rows = fixtures.round() if snapstart else rows
@@ -415,7 +431,7 @@ def every_function(
             if not succeeded(logical_id, result["statuses"]):
                 raise RuntimeError(f"{logical_id}: statuses {result['statuses']}")
             times[logical_id].append(result)
-            if snapstart:
+            if snapstart and logical_id in snapshotted:
                 result = run_child(
                     setup.python, functions[logical_id],
                     [cold_event(logical_id, fixtures, restore_rows)], env_for[logical_id],

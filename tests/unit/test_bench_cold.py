@@ -6,7 +6,7 @@ from __future__ import annotations
 from types import SimpleNamespace
 
 from benchmarks import report
-from benchmarks.cold import _self_times
+from benchmarks.cold import _self_times, snapshotted_functions
 from benchmarks.cold_events import EXCLUDED, HARNESS_ROUTES, Round, cold_event, succeeded
 from benchmarks.harness import Seed
 from local.functions import functions
@@ -104,3 +104,12 @@ def test_report_judges_each_simulated_snapstart_restore_against_its_own_cold_sta
     assert rows[1][2].startswith("40.0 (2.0 + 38.0)")
     assert rows[1][3].startswith("cold 400")
     assert [row[6] for row in rows] == ["FAIL", "PASS"]
+
+
+def test_restores_are_simulated_for_exactly_the_functions_the_template_snapshots() -> None:
+    # Given the functions someone waits for: the routes' and the authorizer
+    routed = {name for name, function in functions().items() if function.routes}
+
+    # Then those are the ones whose SnapStart restore the bench simulates (the import and the
+    # purge opt out of the template's SnapStart, and register no hooks)
+    assert snapshotted_functions() == routed | {"AuthorizerFunction"}
