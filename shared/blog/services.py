@@ -86,10 +86,25 @@ def _resolve(connection: Connection, requester: Requester) -> Actor:
     user is gone, deactivated, or has revoked it since (a newer token version)."""
     if isinstance(requester, Actor):
         return requester
-    user = UserRepository(connection).get(requester.user_id)
+    return _actor(UserRepository(connection).get(requester.user_id), requester)
+
+
+def _actor(user: UserRecord | None, requester: Caller) -> Actor:
     if user is None or not user.is_active or user.token_version != requester.token_version:
         raise AuthenticationError("Invalid or expired token")
     return Actor(user_id=user.id, is_admin=user.is_admin)
+
+
+def _resolve_with_user(
+    connection: Connection, requester: Requester, user_id: int
+) -> tuple[Actor, UserRecord | None]:
+    """The actor behind ``requester`` and the user ``user_id`` (None if missing), read together
+    in one statement when the requester is a token's caller."""
+    repo = UserRepository(connection)
+    if isinstance(requester, Actor):
+        return requester, repo.get(user_id)
+    found = repo.get_by_ids((requester.user_id, user_id))
+    return _actor(found.get(requester.user_id), requester), found.get(user_id)
 
 
 def _require(actor: Actor, owner_id: int) -> None:
@@ -482,9 +497,10 @@ def list_user_posts(
 ) -> Page[Any]:
     """A user's published posts (list items); with drafts only for that user or an admin."""
     with transaction() as connection:
-        if not _resolve(connection, actor).may_act_for(user_id) and include_drafts:
+        resolved, author = _resolve_with_user(connection, actor, user_id)
+        if not resolved.may_act_for(user_id) and include_drafts:
             raise ForbiddenError("Only the author or an admin can see drafts")
-        if UserRepository(connection).get(user_id) is None:
+        if author is None:
             raise NotFoundError(f"User {user_id} not found")
         query = PostRepository.author_list(user_id, include_drafts=include_drafts)
         return PostRepository(connection).list_page(query, request)

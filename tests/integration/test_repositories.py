@@ -56,6 +56,22 @@ def test_get_returns_row_or_none() -> None:
         assert repo.get(user.id + 10_000) is None
 
 
+def test_get_by_ids_reads_several_rows_in_one_statement_and_leaves_out_missing_ones() -> None:
+    one, other = make_user(), make_user()
+    counter = StatementCounter()
+    with layer_db.transaction() as conn:
+        event.listen(conn, "before_cursor_execute", counter)
+        found = UserRepository(conn).get_by_ids([other.id, one.id, one.id, other.id + 10_000])
+        nothing = UserRepository(conn).get_by_ids([])
+        event.remove(conn, "before_cursor_execute", counter)
+    assert {id_: user.email for id_, user in found.items()} == {
+        one.id: one.email,
+        other.id: other.email,
+    }
+    assert nothing == {}
+    assert len(counter.statements) == 1
+
+
 def test_get_many_uses_offset_and_limit_in_id_order() -> None:
     users = [make_user() for _ in range(5)]
     with layer_db.transaction() as conn:
