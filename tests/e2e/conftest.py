@@ -242,25 +242,30 @@ class Http:
 
 def start_gateway(
     env: dict[str, str], *, workers: int = 2, worker_log: str | None = None, reload: bool = False
-) -> tuple[Any, str, dict[str, str | None]]:
-    """A gateway on an ephemeral port with ``env`` set; the gateway, its URL, the replaced env.
+) -> tuple[Any, str, dict[str, tuple[str | None, str]]]:
+    """A gateway on an ephemeral port with ``env`` set; the gateway, its URL, and per variable
+    the value it replaced and the one it set.
 
     With ``worker_log``, the functions' output (their log lines) goes to that file.
     """
     from local.gateway import Gateway
 
-    saved = {k: os.environ.get(k) for k in env}
+    saved = {k: (os.environ.get(k), v) for k, v in env.items()}
     os.environ.update(env)  # the worker processes inherit it when they start
     gateway = Gateway(("127.0.0.1", 0), workers=workers, worker_log=worker_log, reload=reload)
     threading.Thread(target=gateway.serve_forever, daemon=True).start()
     return gateway, f"http://127.0.0.1:{gateway.server_address[1]}", saved
 
 
-def stop_gateway(gateway: Any, saved: dict[str, str | None]) -> None:
-    """Stop the gateway and its workers; restore the environment."""
+def stop_gateway(gateway: Any, saved: dict[str, tuple[str | None, str]]) -> None:
+    """Stop the gateway and its workers; restore the environment, except a variable that was
+    set again meanwhile (the session's ``DATABASE_URL``, set up by a later test of the module,
+    is the session's, not the gateway's to remove)."""
     gateway.shutdown()
     gateway.server_close()
-    for key, value in saved.items():
+    for key, (value, ours) in saved.items():
+        if os.environ.get(key) != ours:
+            continue
         if value is None:
             os.environ.pop(key, None)
         else:

@@ -184,8 +184,8 @@ def live(pg_admin_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterato
                 _populate(world)
             finally:
                 # Every worker has started with ``env``; tests in this process need their own.
-                os.environ.update({k: v for k, v in saved.items() if v is not None})
-                for key in (k for k, v in saved.items() if v is None):
+                os.environ.update({k: old for k, (old, _) in saved.items() if old is not None})
+                for key in (k for k, (old, _) in saved.items() if old is None):
                     os.environ.pop(key, None)
             yield world
         finally:
