@@ -76,55 +76,39 @@ class Fixtures:
         self.admin = self._users(1, admin=True)[0]
 
     def _users(self, count: int, *, admin: bool = False) -> list[int]:
-        from sqlalchemy import create_engine, text
-        from sqlalchemy.pool import NullPool
-
         from blog.security import hash_password
 
         hashed = hash_password(PASSWORD)
-        engine = create_engine(self.url, poolclass=NullPool)
-        try:
-            with engine.begin() as conn:
-                return [
-                    int(
-                        conn.scalar(
-                            text(
-                                "INSERT INTO users (email, username, hashed_password, is_admin) "
-                                "VALUES (:email, :username, :hashed, :admin) RETURNING id"
-                            ),
-                            {
-                                "email": f"cold-{tag}@example.com",
-                                "username": f"cold_{tag}",
-                                "hashed": hashed,
-                                "admin": admin,
-                            },
-                        )
-                    )
-                    for tag in (secrets.token_hex(6) for _ in range(count))
-                ]
-        finally:
-            engine.dispose()
+        return self._insert(
+            "INSERT INTO users (email, username, hashed_password, is_admin) "
+            "VALUES (:email, :username, :hashed, :admin) RETURNING id",
+            [
+                {
+                    "email": f"cold-{tag}@example.com",
+                    "username": f"cold_{tag}",
+                    "hashed": hashed,
+                    "admin": admin,
+                }
+                for tag in (secrets.token_hex(6) for _ in range(count))
+            ],
+        )
 
     def _posts(self, author: int, count: int, *, published: bool = False) -> list[int]:
+        return self._insert(
+            "INSERT INTO posts (title, content, published, author_id) "
+            "VALUES ('Cold post', 'For the cold-start table.', :published, :author) RETURNING id",
+            [{"author": author, "published": published}] * count,
+        )
+
+    def _insert(self, sql: str, rows: list[dict[str, Any]]) -> list[int]:
+        """Each of ``rows`` inserted by ``sql`` (``… RETURNING id``) in one transaction: the ids."""
         from sqlalchemy import create_engine, text
         from sqlalchemy.pool import NullPool
 
         engine = create_engine(self.url, poolclass=NullPool)
         try:
             with engine.begin() as conn:
-                return [
-                    int(
-                        conn.scalar(
-                            text(
-                                "INSERT INTO posts (title, content, published, author_id) "
-                                "VALUES ('Cold post', 'For the cold-start table.', :published, "
-                                ":author) RETURNING id"
-                            ),
-                            {"author": author, "published": published},
-                        )
-                    )
-                    for _ in range(count)
-                ]
+                return [int(conn.scalar(text(sql), row)) for row in rows]
         finally:
             engine.dispose()
 
