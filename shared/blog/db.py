@@ -17,7 +17,7 @@ import ssl
 import struct
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager, suppress
+from contextlib import AbstractContextManager, contextmanager, nullcontext, suppress
 from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import datetime
@@ -524,19 +524,14 @@ def transaction() -> Iterator[Connection]:
         return
     bind = _bind_override or get_engine()
     try:
-        if isinstance(bind, Connection):
-            # A connection already in a transaction (tests): this unit of work is a savepoint.
-            token = _current.set(bind)
-            try:
-                with bind.begin_nested():
-                    yield bind
-            finally:
-                _current.reset(token)
-            return
-        with bind.connect() as connection:
+        # A connection already in a transaction (tests): this unit of work is a savepoint.
+        opened: AbstractContextManager[Connection] = (
+            nullcontext(bind) if isinstance(bind, Connection) else bind.connect()
+        )
+        with opened as connection:
             token = _current.set(connection)
             try:
-                with connection.begin():
+                with connection.begin_nested() if connection is bind else connection.begin():
                     yield connection
             finally:
                 _current.reset(token)
