@@ -12,6 +12,7 @@ Standard library only: it runs on the machine's python3, without .venv.
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 from pathlib import Path
 
@@ -25,6 +26,8 @@ RUNTIME_PROVIDED = ("boto3", "botocore", "urllib3", "s3transfer")  # the Lambda 
 LAYER_MAX_BYTES = 40 * 10**6  # unzipped, 40 MB (38.1 MiB)
 # lambda_build/Makefile prunes Powertools' Swagger UI bundle from the layer.
 SWAGGER = "enable_swagger("
+# What lambda_build/lazy_reexports.py writes into each __init__.py it rewrites.
+LAZY_MARK = "# Rewritten at build time by lambda_build/lazy_reexports.py"
 
 
 def _size(path: Path) -> int:
@@ -55,6 +58,14 @@ def bytecode_problems(root: Path) -> list[str]:
     return found if len(found) <= 5 else [*found[:3], f"... and {len(found) - 3} more like these"]
 
 
+def lazy_reexports() -> list[str]:
+    """The packages whose ``__init__`` the layer's build rewrites (``LAZY_REEXPORTS`` of
+    lambda_build/Makefile)."""
+    makefile = (REPO / "lambda_build" / "Makefile").read_text(encoding="utf-8")
+    match = re.search(r"^LAZY_REEXPORTS := (.+)$", makefile, re.MULTILINE)
+    return match.group(1).split() if match else []
+
+
 def problems(build: Path = BUILD, arch: str = "aarch64") -> list[str]:
     """What is missing, superfluous, too big or built for the wrong architecture."""
     found: list[str] = []
@@ -69,6 +80,10 @@ def problems(build: Path = BUILD, arch: str = "aarch64") -> list[str]:
     for need in ("blog/__init__.py", "pydantic_core", "sqlalchemy", "argon2", *certs):
         if not (layer / need).exists():
             found.append(f"SharedLayer: no python/{need}")
+    for package in lazy_reexports():
+        init = layer.joinpath(*package.split("."), "__init__.py")
+        if not init.is_file() or LAZY_MARK not in init.read_text(encoding="utf-8"):
+            found.append(f"SharedLayer: {package} not rewritten to import on first use")
     migrations = build / "MigrationsFunction"
     scripts = [f"versions/{p.name}" for p in (REPO / "migrations" / "versions").glob("*.py")]
     for need in ("env.py", "script.py.mako", "alembic/__init__.py", *scripts):
