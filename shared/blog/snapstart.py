@@ -45,6 +45,12 @@ FIRST_USE_MODULES: Final = (
     "unicodedata",
 )
 
+#: Where the function reads a secret from Secrets Manager (``DB_SECRET_ARN``, ``JWT_SECRET_ARN``):
+#: the AWS SDK, which the first such read imports (Powertools' parameters utility imports boto3,
+#: which imports botocore): 160-340 ms of a first call. Imported only: a client is not created
+#: before the snapshot, as it would hold the credentials it resolved.
+AWS_SDK_MODULES: Final = ("aws_lambda_powertools.utilities.parameters", "boto3")
+
 try:  # the managed runtime ships it; nothing else does
     import snapshot_restore_py as _runtime  # type: ignore[import-not-found,unused-ignore]
 except ImportError:
@@ -109,7 +115,19 @@ def prime() -> None:
     _prepare_routes()
     for name in FIRST_USE_MODULES:
         importlib.import_module(name)
+    _aws_sdk()
     forget_connections_and_credentials()
+
+
+def _aws_sdk() -> None:
+    """The AWS SDK's modules, where a secret will be read from Secrets Manager (nothing else of
+    it: no session, no client, no credentials)."""
+    from blog.config import get_settings
+
+    settings = get_settings()
+    if settings.db_secret_arn or settings.jwt_secret_arn:
+        for name in AWS_SDK_MODULES:
+            importlib.import_module(name)
 
 
 def _configure_mappers() -> None:

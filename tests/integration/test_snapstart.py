@@ -228,3 +228,53 @@ def test_prime_builds_what_a_first_request_would_and_keeps_no_credential(databas
     assert db.ssl_context.cache_info().currsize >= 1
     held = snapstart.held()
     assert (held["secrets"], held["scram_keys"], held["credentials"]) == (0, 0, 0)
+
+
+PRIME_IN_A_FRESH_PROCESS = """
+import gc
+import app
+from blog import snapstart
+before = "boto3" in sys.modules
+snapstart.prime()
+clients = credentials = 0
+if "botocore" in sys.modules:
+    from botocore.client import BaseClient
+    from botocore.credentials import Credentials
+    objects = gc.get_objects()
+    clients = sum(isinstance(o, BaseClient) for o in objects)
+    credentials = sum(isinstance(o, Credentials) for o in objects)
+print(json.dumps({"before": before, "after": "boto3" in sys.modules,
+                  "parameters": "aws_lambda_powertools.utilities.parameters" in sys.modules,
+                  "held": snapstart.held(), "clients": clients, "credentials": credentials}))
+"""
+
+
+@pytest.mark.parametrize(
+    ("secret_env", "imported"),
+    [
+        ({"DB_SECRET_ARN": "arn:aws:secretsmanager:eu-west-1:123456789012:secret:blog/db"}, True),
+        ({"JWT_SECRET_ARN": "arn:aws:secretsmanager:eu-west-1:123456789012:secret:jwt"}, True),
+        ({"DATABASE_URL": "postgresql+pg8000://blog@127.0.0.1:1/blog"}, False),
+    ],
+    ids=["database-secret", "signing-key-secret", "no-secret"],
+)
+def test_prime_imports_the_aws_sdk_only_where_a_secret_is_read_and_creates_no_client(
+    secret_env: dict[str, str], imported: bool
+) -> None:
+    from tests.unit.test_cold_path import run_function
+
+    # Given: a function's module, freshly imported, with its secrets in Secrets Manager or not
+    found = run_function(
+        "get_post",
+        PRIME_IN_A_FRESH_PROCESS,
+        LAMBDA_TASK_ROOT=str(REPO / "functions" / "get_post"),
+        AWS_DEFAULT_REGION="eu-west-1",
+        **({"DATABASE_URL": ""} | secret_env),
+    )
+
+    # Then: the import did not load the SDK; the snapshot holds it only where a secret will be
+    # read on the first call, and holds no client, no credentials, no connection, no secret
+    assert found["before"] is False
+    assert (found["after"], found["parameters"]) == (imported, imported)
+    assert (found["clients"], found["credentials"]) == (0, 0)
+    assert found["held"] == NOTHING_HELD
