@@ -8,7 +8,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, Final
 
-from blog.config import get_settings, trace_aws_sdk
+from blog.config import get_settings
 from blog.errors import AuthenticationError
 
 ALGORITHM: Final = "HS256"
@@ -41,13 +41,10 @@ def signing_key(*, refresh: bool = False) -> bytes:
     if settings.jwt_signing_key:
         key = settings.jwt_signing_key
     elif settings.jwt_secret_arn:
-        from aws_lambda_powertools.utilities import parameters
+        from blog.secrets import read_secret
 
-        trace_aws_sdk()
-        key = str(
-            parameters.get_secret(
-                settings.jwt_secret_arn, force_fetch=refresh, max_age=settings.db_secret_max_age
-            )
+        key = read_secret(
+            settings.jwt_secret_arn, max_age=settings.db_secret_max_age, refresh=refresh
         )
     else:
         raise RuntimeError("No token signing key: set JWT_SECRET_ARN (AWS) or JWT_SIGNING_KEY")

@@ -46,6 +46,10 @@ class Settings(BaseModel):
     db_statement_timeout_ms: int = Field(default=3_000, ge=100, le=900_000)
     # How long a fetched secret is trusted before it is fetched again (rotation safety net).
     db_secret_max_age: int = Field(default=300, ge=0)
+    # Secrets read through the AWS Parameters and Secrets Lambda Extension (the template sets it
+    # when the extension's layer is attached), on the port it listens on (its own variable).
+    secrets_extension: bool = False
+    parameters_secrets_extension_http_port: int = Field(default=2773, ge=1, le=65535)
 
     # Retry of deadlocks and serialization failures.
     db_retry_attempts: int = Field(default=4, ge=1, le=10)

@@ -10,6 +10,7 @@ work that reads takes one round trip and one that writes two (see :class:`_Conne
 
 from __future__ import annotations
 
+import json
 import logging
 import random
 import socket
@@ -33,7 +34,7 @@ from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import make_url
 from sqlalchemy.pool import NullPool
 
-from blog.config import SSLMode, get_settings, trace_aws_sdk
+from blog.config import SSLMode, get_settings
 from blog.errors import (
     ConflictError,
     DatabaseError,
@@ -43,6 +44,7 @@ from blog.errors import (
     UnavailableError,
     ValidationError,
 )
+from blog.secrets import SecretUnavailableError, read_secret
 
 logger = logging.getLogger(__name__)
 
@@ -101,17 +103,16 @@ def get_credentials(*, refresh: bool = False) -> Credentials:
     if settings.database_url:
         base = _credentials_from_url(settings.database_url)
     else:
-        # Imported here: it pulls in boto3, which local runs with a URL never need.
-        from aws_lambda_powertools.utilities import parameters
-
-        trace_aws_sdk()
         assert settings.db_secret_arn is not None  # checked by require_database()
-        secret: dict[str, Any] = parameters.get_secret(
-            settings.db_secret_arn,
-            transform="json",
-            force_fetch=refresh,
-            max_age=settings.db_secret_max_age,
+        text = read_secret(
+            settings.db_secret_arn, max_age=settings.db_secret_max_age, refresh=refresh
         )
+        try:
+            secret: dict[str, Any] = json.loads(text)
+            if not isinstance(secret, dict):
+                raise TypeError(type(secret).__name__)
+        except (ValueError, TypeError) as error:
+            raise SecretUnavailableError("The database secret is not a JSON object") from error
         base = Credentials(
             host=str(secret.get("host") or ""),
             port=int(secret.get("port") or 5432),

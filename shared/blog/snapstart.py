@@ -224,6 +224,9 @@ def forget_connections_and_credentials() -> None:
             db.get_engine().dispose(close=True)
         db._salted_password.cache_clear()  # derived from the password
         db._credentials_from_url.cache_clear()  # may hold a password
+    kept = sys.modules.get("blog.secrets")
+    if kept is not None:
+        kept.forget()
     constants = sys.modules.get("aws_lambda_powertools.utilities.parameters.constants")
     if constants is not None:
         # The providers hold the fetched values and a boto3 client with its connection pool.
@@ -251,9 +254,12 @@ def held() -> dict[str, int]:
     sockets), fetched secrets, SCRAM keys, parsed credentials."""
     connections = _stream_sockets()
     secrets = 0
+    kept = sys.modules.get("blog.secrets")
+    if kept is not None:
+        secrets += kept.kept_count()
     constants = sys.modules.get("aws_lambda_powertools.utilities.parameters.constants")
     if constants is not None:
-        secrets = sum(len(getattr(p, "store", {})) for p in constants.DEFAULT_PROVIDERS.values())
+        secrets += sum(len(getattr(p, "store", {})) for p in constants.DEFAULT_PROVIDERS.values())
     scram = credentials = 0
     db = sys.modules.get("blog.db")
     if db is not None:

@@ -48,9 +48,9 @@ def _restore(handler: Any, event: dict[str, Any], state: Any) -> dict[str, Any]:
     sa_event.listen(db.get_engine(), "connect", connected)
     response = handler(event, LambdaContext("GetPostFunction"))
 
-    from aws_lambda_powertools.utilities.parameters.constants import DEFAULT_PROVIDERS
+    from blog import secrets
 
-    cached = [value for p in DEFAULT_PROVIDERS.values() for value in p.store.values()]
+    cached = [kept.value for kept in secrets._kept.values()]
     return {
         "pid": os.getpid(),
         "draws": draws,

@@ -446,6 +446,50 @@ def test_every_function_but_the_migrations_deploys_gradually_behind_the_alias() 
     assert authorizer["FunctionArn"] == {"Ref": "AuthorizerFunction.Alias"}
 
 
+EXTENSION_ARN = (
+    "arn:aws:lambda:eu-west-1:015030872274:layer:"
+    "AWS-Parameters-and-Secrets-Lambda-Extension-Arm64:18"
+)
+
+
+@pytest.mark.parametrize("given", [False, True], ids=["sdk", "extension"])
+def test_secrets_are_read_through_the_extension_exactly_when_its_layer_is_given(
+    given: bool,
+) -> None:
+    # Given: the template rendered with or without the extension's layer
+    r = Rendered({"SecretsExtensionLayerArn": EXTENSION_ARN} if given else {})
+
+    # Then: every function gets the layer and the switch that makes the code use it, or neither
+    expected = [{"Ref": "SharedLayer"}, *([{"Ref": "SecretsExtensionLayerArn"}] if given else [])]
+    assert r.globals["Layers"] == expected
+    assert r.globals["Environment"]["Variables"]["SECRETS_EXTENSION"] == str(given).lower()
+    for name, res in r.resources.items():
+        if res["Type"] == "AWS::Serverless::Function":
+            assert "Layers" not in res["Properties"], name
+            assert "Layers" not in (r.raw["Resources"][name].get("IgnoreGlobals") or []), name
+    # And: the parameter takes a layer version ARN or nothing
+    import re
+
+    pattern = re.compile(r.raw["Parameters"]["SecretsExtensionLayerArn"]["AllowedPattern"])
+    assert pattern.fullmatch(EXTENSION_ARN) and pattern.fullmatch("")
+    assert not pattern.fullmatch("AWS-Parameters-and-Secrets-Lambda-Extension-Arm64")
+
+
+def test_snapstart_with_the_secrets_extension_is_refused_at_deploy() -> None:
+    def violated(r: Rendered) -> list[str]:
+        return [
+            name
+            for name, rule in r.raw["Rules"].items()
+            if r.value(rule["RuleCondition"])
+            and not all(r.value(a["Assert"]) for a in rule["Assertions"])
+        ]
+
+    assert violated(Rendered({"SnapStart": "enabled"})) == []
+    assert violated(Rendered({"SecretsExtensionLayerArn": EXTENSION_ARN})) == []
+    both = Rendered({"SnapStart": "enabled", "SecretsExtensionLayerArn": EXTENSION_ARN})
+    assert violated(both) == ["SecretsExtensionWithoutSnapStart"]
+
+
 def _request_path_functions(raw: dict[str, Any]) -> set[str]:
     """The functions someone waits for: every route's, and the authorizer in front of most."""
     return {

@@ -267,7 +267,11 @@ def test_functions_run_python313_on_arm64_with_the_shared_layer() -> None:
     globals_ = template()["Globals"]["Function"]
     assert globals_["Runtime"] == "python3.13"
     assert globals_["Architectures"] == ["arm64"]
-    assert globals_["Layers"] == [{"Ref": "SharedLayer"}]
+    assert globals_["Layers"] == [
+        {"Ref": "SharedLayer"},
+        {"Fn::If": ["UseSecretsExtension", {"Ref": "SecretsExtensionLayerArn"},
+                    {"Ref": "AWS::NoValue"}]},
+    ]  # fmt: skip
     assert globals_["Tracing"] == "Active"
     assert set(globals_["VpcConfig"]) == {"SubnetIds", "SecurityGroupIds"}
     overridden = {"Runtime", "Architectures", "Layers", "VpcConfig"}
