@@ -150,3 +150,30 @@ def test_a_change_of_the_shared_layer_alone_publishes_a_new_version_of_every_fun
         new = after[name]["Properties"]["FunctionVersion"]["Fn::GetAtt"][0]
         assert old != new, name
         assert after[new]["Type"] == "AWS::Lambda::Version", name
+
+
+def test_every_function_carries_the_secrets_extension_switch_and_layer_together() -> None:
+    # Given the transform with the extension's layer given
+    arn = (
+        "arn:aws:lambda:eu-west-1:015030872274:layer:"
+        "AWS-Parameters-and-Secrets-Lambda-Extension-Arm64:18"
+    )
+    resources = transformed({"Stage": "prod", "SecretsExtensionLayerArn": arn})["Resources"]
+    layer = {
+        "Fn::If": [
+            "UseSecretsExtension",
+            {"Ref": "SecretsExtensionLayerArn"},
+            {"Ref": "AWS::NoValue"},
+        ]
+    }
+    switch = {"Fn::If": ["UseSecretsExtension", "true", "false"]}
+
+    # Then every function (the migrations' too) has both, decided by the same condition, so a
+    # published version holds the layer exactly when it holds the switch that makes code use it
+    lambdas = of_type(resources, "AWS::Lambda::Function")
+    assert len(lambdas) == len(functions())
+    for name, function in lambdas.items():
+        properties = function["Properties"]
+        assert properties["Layers"][-1] == layer, name
+        assert len(properties["Layers"]) == 2, name  # noqa: PLR2004 - the domain layer and it
+        assert properties["Environment"]["Variables"]["SECRETS_EXTENSION"] == switch, name
