@@ -120,6 +120,35 @@ def _snapstart(cold: dict[str, Any]) -> list[Row]:
     return out
 
 
+#: What each way of reading a secret is, in the table.
+SECRET_READS: Final = {
+    "sdk": "AWS SDK (import, client, call)",
+    "sdk, modules primed": "AWS SDK, modules primed (SnapStart)",
+    "extension": "Parameters and Secrets extension",
+}
+
+
+def _secret_read(cold: dict[str, Any]) -> list[Row]:
+    """The first secret read of a cold function (on AWS, on top of its cold start), each way,
+    against the FastAPI app's whole cold start; no target."""
+    found = cold.get("secret_read")
+    if not found:
+        return []
+    reference = cold["fastapi"]["median_ms"]
+    return [
+        (
+            "1st secret read ms",
+            SECRET_READS.get(name, name),
+            f"{r['median_ms']:.1f} | {r['p90_ms']:.1f}",
+            f"FastAPI cold {reference:.0f}",
+            f"+{r['median_ms'] / reference:.2f}x",
+            "",
+            "",
+        )
+        for name, r in found["variants"].items()
+    ]
+
+
 def _importtime(cold: dict[str, Any]) -> list[Row]:
     profile = cold.get("importtime")
     if not profile:
@@ -246,6 +275,7 @@ def rows(results: dict[str, Any]) -> list[Row]:
             if key == "cold":  # what the slowest function's cold start is made of, just below
                 found.extend(_importtime(results[key]))
                 found.extend(_snapstart(results[key]))
+                found.extend(_secret_read(results[key]))
     return found
 
 

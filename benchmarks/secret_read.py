@@ -84,21 +84,16 @@ class _StandIn(BaseHTTPRequestHandler):
         return
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Measure and print one line per variant."""
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.secret_read")
-    parser.add_argument("--samples", type=int, default=15)
-    args = parser.parse_args(argv)
-    python = cold.find_python313(None)
-    host, _ = cold.host_build()
-    package = cold.function_packages(host, cold.lambda_runtime(python))["GetPostFunction"]
+def measure(python: str, package: cold.Package, samples: int) -> dict[str, Any]:
+    """Median and p90 (ms) of each variant's first read, from ``samples`` interleaved rounds of
+    fresh processes of ``package`` (``GetPostFunction``'s)."""
     server = ThreadingHTTPServer(("127.0.0.1", 0), _StandIn)
     port = server.server_address[1]
     threading.Thread(target=server.serve_forever, daemon=True).start()
     base = {
         "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
         "LAMBDA_TASK_ROOT": str(package.function_dir),
-        "AWS_LAMBDA_FUNCTION_NAME": "GetPostFunction",
+        "AWS_LAMBDA_FUNCTION_NAME": package.name,
         "AWS_REGION": "eu-west-1",
         "AWS_DEFAULT_REGION": "eu-west-1",
         "AWS_ACCESS_KEY_ID": "AKIDEXAMPLE",
@@ -113,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
     times: dict[str, list[float]] = {name: [] for name in VARIANTS}
     sdk_loaded: dict[str, bool] = {}
     try:
-        for _ in range(args.samples):
+        for _ in range(samples):
             for name, variant in VARIANTS.items():
                 code = CHILD.format(
                     path=package.path, primed=variant["primed"], arn=ARN, secret=SECRET
@@ -131,12 +126,30 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         server.shutdown()
         server.server_close()
-    print(f"first secret read of a cold GetPostFunction, {args.samples} samples, median | p90 ms:")
+    found: dict[str, Any] = {"samples": samples, "variants": {}}
     for name, values in times.items():
         ordered = sorted(values)
-        p90 = ordered[min(len(ordered) - 1, round(0.9 * (len(ordered) - 1)))]
-        boto3 = "boto3 loaded" if sdk_loaded[name] else "no boto3"
-        print(f"  {name:<22} {statistics.median(values):7.1f} | {p90:7.1f}   ({boto3})")
+        found["variants"][name] = {
+            "median_ms": statistics.median(values),
+            "p90_ms": ordered[min(len(ordered) - 1, round(0.9 * (len(ordered) - 1)))],
+            "boto3_loaded": sdk_loaded[name],
+        }
+    return found
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Measure and print one line per variant."""
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.secret_read")
+    parser.add_argument("--samples", type=int, default=15)
+    args = parser.parse_args(argv)
+    python = cold.find_python313(None)
+    host, _ = cold.host_build()
+    package = cold.function_packages(host, cold.lambda_runtime(python))["GetPostFunction"]
+    found = measure(python, package, args.samples)
+    print(f"first secret read of a cold GetPostFunction, {args.samples} samples, median | p90 ms:")
+    for name, result in found["variants"].items():
+        boto3 = "boto3 loaded" if result["boto3_loaded"] else "no boto3"
+        print(f"  {name:<22} {result['median_ms']:7.1f} | {result['p90_ms']:7.1f}   ({boto3})")
     return 0
 
 

@@ -106,6 +106,32 @@ def test_report_judges_each_simulated_snapstart_restore_against_its_own_cold_sta
     assert [row[6] for row in rows] == ["FAIL", "PASS"]
 
 
+def test_report_shows_each_way_of_reading_a_secret_against_fastapis_cold_start() -> None:
+    stats = {"median_ms": 800.0, "p90_ms": 1000.0, "import_median_ms": 750.0,
+             "first_median_ms": 50.0, "samples": 3, "ratio": 1.0, "p90_ratio": 1.0}  # fmt: skip
+    cold = {
+        "functions": {},
+        "fastapi": {**stats, "by_route": {}},
+        "secret_read": {
+            "samples": 3,
+            "variants": {
+                "sdk": {"median_ms": 200.0, "p90_ms": 260.0, "boto3_loaded": True},
+                "extension": {"median_ms": 4.0, "p90_ms": 6.0, "boto3_loaded": False},
+            },
+        },
+    }
+
+    rows = [row for row in report.rows({"cold": cold}) if row[0] == "1st secret read ms"]
+
+    # One row per way, as measured, each a share of FastAPI's cold start; nothing judged
+    assert [row[1] for row in rows] == [
+        "AWS SDK (import, client, call)", "Parameters and Secrets extension",
+    ]  # fmt: skip
+    assert [row[2] for row in rows] == ["200.0 | 260.0", "4.0 | 6.0"]
+    assert [row[4] for row in rows] == ["+0.25x", "+0.01x"]
+    assert all(row[5] == row[6] == "" for row in rows)
+
+
 def test_restores_are_simulated_for_exactly_the_functions_the_template_snapshots() -> None:
     # Given the functions someone waits for: the routes' and the authorizer
     routed = {name for name, function in functions().items() if function.routes}
