@@ -5,7 +5,7 @@ credentials, the token signing key); ``make bench`` gives the database as ``DATA
 instead, so its cold starts do not show that read. This measures it alone, on the host build
 (``make bench-build`` first) and the Lambda runtime's boto3, in fresh ``python3.13 -I -S -B``
 processes that first import ``GetPostFunction`` (untimed, as a cold start has by then), then
-time ``blog.secrets.read_secret`` once, three ways, samples interleaved:
+time ``blog.secrets_manager.read_secret`` once, three ways, samples interleaved:
 
 - ``sdk``: through the AWS SDK (Powertools' parameters utility: boto3's import, a client, the
   call), as without the extension;
@@ -42,12 +42,12 @@ CHILD = """
 import sys, time
 sys.path[:0] = {path!r}
 import app  # the function's import, untimed
-from blog import secrets
+from blog import secrets_manager
 if {primed!r}:
     from blog import snapstart
     snapstart._aws_sdk()
 started = time.perf_counter()
-value = secrets.read_secret({arn!r}, max_age=300)
+value = secrets_manager.read_secret({arn!r}, max_age=300)
 elapsed = time.perf_counter() - started
 assert value == {secret!r}, value
 print(elapsed * 1000, "boto3" in sys.modules)

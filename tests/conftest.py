@@ -40,11 +40,11 @@ for _name in ("DATABASE_URL", "DB_SECRET_ARN", "DB_HOST", "DB_PORT", "DB_NAME", 
 
 def reset_layer_caches() -> None:
     """Forget process-wide caches (settings, engine, hasher), as a new Lambda process would."""
-    from blog import db, secrets, security
+    from blog import db, secrets_manager, security
     from blog.config import get_settings
 
     get_settings.cache_clear()
-    secrets.forget()
+    secrets_manager.forget()
     db.get_engine.cache_clear()
     db.ssl_context.cache_clear()
     db.use_bind(None)

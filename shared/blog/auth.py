@@ -41,7 +41,7 @@ def signing_key(*, refresh: bool = False) -> bytes:
     if settings.jwt_signing_key:
         key = settings.jwt_signing_key
     elif settings.jwt_secret_arn:
-        from blog.secrets import read_secret
+        from blog.secrets_manager import read_secret
 
         key = read_secret(
             settings.jwt_secret_arn, max_age=settings.db_secret_max_age, refresh=refresh

@@ -44,7 +44,7 @@ from blog.errors import (
     UnavailableError,
     ValidationError,
 )
-from blog.secrets import SecretUnavailableError, read_secret
+from blog.secrets_manager import SecretUnavailableError, read_secret
 
 logger = logging.getLogger(__name__)
 

@@ -224,7 +224,7 @@ def forget_connections_and_credentials() -> None:
             db.get_engine().dispose(close=True)
         db._salted_password.cache_clear()  # derived from the password
         db._credentials_from_url.cache_clear()  # may hold a password
-    kept = sys.modules.get("blog.secrets")
+    kept = sys.modules.get("blog.secrets_manager")
     if kept is not None:
         kept.forget()
     constants = sys.modules.get("aws_lambda_powertools.utilities.parameters.constants")
@@ -254,7 +254,7 @@ def held() -> dict[str, int]:
     sockets), fetched secrets, SCRAM keys, parsed credentials."""
     connections = _stream_sockets()
     secrets = 0
-    kept = sys.modules.get("blog.secrets")
+    kept = sys.modules.get("blog.secrets_manager")
     if kept is not None:
         secrets += kept.kept_count()
     constants = sys.modules.get("aws_lambda_powertools.utilities.parameters.constants")

@@ -48,9 +48,9 @@ def _restore(handler: Any, event: dict[str, Any], state: Any) -> dict[str, Any]:
     sa_event.listen(db.get_engine(), "connect", connected)
     response = handler(event, LambdaContext("GetPostFunction"))
 
-    from blog import secrets
+    from blog import secrets_manager
 
-    cached = [kept.value for kept in secrets._kept.values()]
+    cached = [kept.value for kept in secrets_manager._kept.values()]
     return {
         "pid": os.getpid(),
         "draws": draws,

@@ -1,6 +1,6 @@
-"""Secrets Manager reads (``blog.secrets``): through the Parameters and Secrets Lambda Extension
-where the function has it, else through the AWS SDK; cached for ``DB_SECRET_MAX_AGE``; a failure
-is a 503 with ``Retry-After``, never a 500.
+"""Secrets Manager reads (``blog.secrets_manager``): through the Parameters and Secrets Lambda
+Extension where the function has it, else through the AWS SDK; cached for ``DB_SECRET_MAX_AGE``;
+a failure is a 503 with ``Retry-After``, never a 500.
 
 Secrets Manager is moto's. The extension is a stand-in on a local port that answers its
 documented interface (``GET /secretsmanager/get?secretId=...`` with the session token in
@@ -22,7 +22,7 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
 
-from blog import auth, secrets
+from blog import auth, secrets_manager
 from blog import db as layer_db
 from blog.config import get_settings
 from blog.errors import UnavailableError
@@ -194,7 +194,7 @@ def test_without_a_session_token_in_the_environment_the_sdk_reads_the_secret(
         (500, b"internal error"),
         (200, b"not json"),
         (200, b'{"ARN": "arn", "SecretBinary": "AAAA"}'),
-        (200, b"x" * (secrets.MAX_ANSWER_BYTES + 1)),
+        (200, b"x" * (secrets_manager.MAX_ANSWER_BYTES + 1)),
     ],
     ids=["refused", "failed", "not-json", "no-secret-string", "oversized"],
 )
@@ -210,13 +210,13 @@ def test_an_extension_that_cannot_answer_is_unavailable_not_an_internal_error(
     _through_extension(layer, extension, arn)
     extension.status, extension.body = status, body
 
-    with pytest.raises(secrets.SecretUnavailableError) as raised:
+    with pytest.raises(secrets_manager.SecretUnavailableError) as raised:
         layer_db.get_credentials()
 
     assert isinstance(raised.value, UnavailableError)
     assert (raised.value.status, raised.value.retry_after) == (503, 5)
     assert "a-password-never-logged" not in caplog.text
-    assert secrets.kept_count() == 0  # nothing kept from a failed read
+    assert secrets_manager.kept_count() == 0  # nothing kept from a failed read
 
 
 def test_an_unreachable_extension_or_secret_is_a_503_with_retry_after_from_the_api(
