@@ -21,7 +21,6 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
 
 from blog.tracing import describe
-
 from tests.conftest import REPO
 from tests.unit.test_cold_path import run_function
 
