@@ -106,14 +106,9 @@ def daemon_address(value: str | None) -> tuple[str, int]:
     return DEFAULT_DAEMON
 
 
-def tracing_active() -> bool:
-    """Whether this invocation is traced: on Lambda (not SAM local), tracing not disabled
-    (``POWERTOOLS_TRACE_DISABLED``), and the request sampled (``Sampled=1`` in the trace
-    header)."""
-    return _sampled_header() is not None
-
-
-def _sampled_header() -> TraceHeader | None:
+def sampled_header() -> TraceHeader | None:
+    """This invocation's trace header if it is traced: on Lambda (not SAM local), tracing not
+    disabled (``POWERTOOLS_TRACE_DISABLED``), and the request sampled (``Sampled=1``)."""
     if not os.environ.get("LAMBDA_TASK_ROOT") or os.environ.get("AWS_SAM_LOCAL"):
         return None
     if os.environ.get("POWERTOOLS_TRACE_DISABLED", "false").lower() in {"1", "true", "on", "y"}:
@@ -189,9 +184,14 @@ def describe(error: BaseException) -> str:
 
     A database error is described by what the server said of it (its message and SQLSTATE),
     not by SQLAlchemy's text, which appends the statement's parameters, nor by the server's
-    detail, which may quote a row's values (``Key (email)=(...) already exists``).
+    detail, which may quote a row's values (``Key (email)=(...) already exists``); a pydantic
+    validation error by where and why each value was refused, not by the values.
     """
+    errors = getattr(error, "errors", None)
     original = getattr(error, "orig", None)  # SQLAlchemy's wrapper of the driver's error
+    if hasattr(error, "error_count") and callable(errors):  # pydantic's ValidationError
+        refused = errors(include_input=False, include_url=False)
+        return "; ".join(_refusal(item) for item in refused)[:MESSAGE_MAX]
     if isinstance(original, BaseException):
         error = original
     fields = error.args[0] if error.args else None
@@ -200,6 +200,11 @@ def describe(error: BaseException) -> str:
     else:
         message = str(error)
     return message[:MESSAGE_MAX]
+
+
+def _refusal(item: dict[str, Any]) -> str:
+    """Where a value was refused and why (``title: String should have at most 300 characters``)."""
+    return f"{'.'.join(str(part) for part in item['loc'])}: {item['msg']}"
 
 
 def encode(document: dict[str, Any]) -> bytes:
@@ -212,7 +217,6 @@ def encode(document: dict[str, Any]) -> bytes:
     data = DATAGRAM_HEADER + json.dumps(document, separators=(",", ":")).encode()
     if len(data) > DATAGRAM_MAX:
         kept = {key: document[key] for key in ESSENTIAL if key in document}
-        kept["name"] = str(kept.get("name", ""))[:NAME_MAX]
         data = DATAGRAM_HEADER + json.dumps(kept, separators=(",", ":")).encode()
     return data
 
@@ -246,14 +250,13 @@ class Daemon:
 
         host, port = daemon_address(os.environ.get(DAEMON_ADDRESS_ENV))
         try:
-            family, kind, proto, _, target = socket.getaddrinfo(host, port, type=socket.SOCK_DGRAM)[
-                0
-            ]
+            found = socket.getaddrinfo(host, port, type=socket.SOCK_DGRAM)
         except OSError:
             self._unreachable = True  # resolved once per process (Lambda gives an IP address)
             raise
+        family, kind, proto, _, self._target = found[0]
         self._socket = socket.socket(family, kind, proto)
-        self._target = target
+        self._socket.setblocking(False)  # a full buffer drops the datagram, never waits
 
     @property
     def is_open(self) -> bool:
@@ -272,7 +275,7 @@ class _Process:
     """What tracing keeps per process."""
 
     cold_start: bool = True
-    traced: bool = False  # an invocation of the process was
+    traced: bool = False  # a sampled invocation has run
     aws_sdk_wanted: bool = False
     statements_hooked: bool = False
     aws_sdk_hooked: bool = False
@@ -305,7 +308,7 @@ def invocation(handler_name: str) -> Iterator[None]:
     process's first one only, whichever is the first sampled.
     """
     cold, _process.cold_start = _process.cold_start, False
-    header = _sampled_header()
+    header = sampled_header()
     if header is None:
         yield
         return
@@ -315,19 +318,19 @@ def invocation(handler_name: str) -> Iterator[None]:
         "ColdStart": cold,
         "Service": os.environ.get("POWERTOOLS_SERVICE_NAME", "service_undefined"),
     }
-    segment = Subsegment(
+    handler = Subsegment(
         name=f"## {handler_name}"[:NAME_MAX], trace_id=header.root, parent_id=header.parent,
         fields={"annotations": annotations},
     )  # fmt: skip
-    token = _current.set(segment)
+    token = _current.set(handler)
     try:
         yield
     except Exception as error:
-        segment.fail(error, remote=False)
+        handler.fail(error, remote=False)
         raise
     finally:
         _current.reset(token)
-        _send(segment)
+        _send(handler)
 
 
 def start(name: str, namespace: str, **fields: Any) -> Subsegment | None:

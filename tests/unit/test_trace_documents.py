@@ -1,11 +1,13 @@
 """The parts of the X-Ray emitter that need no Lambda process: the trace header, the daemon's
-address, the datagram a document becomes (``tests/integration/test_tracing.py`` sends them)."""
+address, the datagram a document becomes, how an error is described (``test_tracing.py`` of the
+integration tests sends them)."""
 
 from __future__ import annotations
 
 import json
 
 import pytest
+from pydantic import BaseModel, Field, ValidationError
 
 from blog.tracing import (
     DATAGRAM_HEADER,
@@ -13,6 +15,7 @@ from blog.tracing import (
     DEFAULT_DAEMON,
     TraceHeader,
     daemon_address,
+    describe,
     encode,
 )
 
@@ -70,3 +73,15 @@ def test_a_document_too_big_for_a_datagram_keeps_its_essential_fields_only() -> 
     assert len(data) <= DATAGRAM_MAX
     kept = json.loads(data[len(DATAGRAM_HEADER) :])
     assert kept == {key: value for key, value in document.items() if key != "annotations"}
+
+
+def test_a_refused_value_is_described_by_where_and_why_not_by_the_value() -> None:
+    class Signup(BaseModel):
+        email: str = Field(max_length=10)
+
+    # Given: pydantic's error for a value too long, whose text quotes the value
+    with pytest.raises(ValidationError) as raised:
+        Signup(email="ada.lovelace@example.com")
+    assert "ada.lovelace@example.com" in str(raised.value)
+    # When / Then: a subsegment says where and why only
+    assert describe(raised.value) == "email: String should have at most 10 characters"
