@@ -186,10 +186,11 @@ def _database() -> None:
 
 
 def refresh() -> None:
-    """Make a restored process its own: fresh randomness, no inherited connections or
-    credentials, and its next invocation reported as a cold start."""
+    """Make a restored process its own: fresh randomness, no inherited connections, credentials
+    or trace socket, and its next invocation reported as a cold start."""
     reseed_random()
     forget_connections_and_credentials()
+    tracing.daemon.close()  # a socket of its own: the snapshot's would be every environment's
     reset_cold_start_flags()
 
 
@@ -252,8 +253,7 @@ def held() -> dict[str, int]:
 
 
 def reset_cold_start_flags() -> None:
-    """Have Powertools and the traces report the next invocation as a cold start; and have the
-    traces open a socket of their own (:func:`blog.tracing.after_restore`).
+    """Have Powertools and the traces report the next invocation as a cold start.
 
     Logger and Metrics each keep a module flag, cleared by their first invocation; they clear it
     at once only for provisioned concurrency (``AWS_LAMBDA_INITIALIZATION_TYPE``), not for
@@ -268,7 +268,7 @@ def reset_cold_start_flags() -> None:
         module = sys.modules.get(name)
         if module is not None and hasattr(module, "is_cold_start"):
             setattr(module, "is_cold_start", True)  # noqa: B010 - a module global
-    tracing.after_restore()
+    tracing.reset_cold_start()
 
 
 def cold_start_flags() -> dict[str, bool]:

@@ -293,11 +293,9 @@ def cold_start() -> bool:
     return _process.cold_start
 
 
-def after_restore() -> None:
-    """A process restored from a SnapStart snapshot: its next invocation is a cold start, and
-    it opens its own socket (the snapshot's would be shared by every restored environment)."""
+def reset_cold_start() -> None:
+    """Count the next invocation as a cold start (the first after a SnapStart restore)."""
     _process.cold_start = True
-    daemon.close()
 
 
 @contextmanager
@@ -336,9 +334,10 @@ def invocation(handler_name: str) -> Iterator[None]:
 def start(name: str, namespace: str, **fields: Any) -> Subsegment | None:
     """Open a subsegment in the current one (``None`` when the invocation is not traced)."""
     parent = _current.get()
-    if parent is None:
-        return None
-    subsegment = parent.child(name, namespace, **fields)
+    return None if parent is None else _enter(parent.child(name, namespace, **fields))
+
+
+def _enter(subsegment: Subsegment) -> Subsegment:
     _current.set(subsegment)
     return subsegment
 
@@ -432,17 +431,19 @@ def _trace_aws_calls() -> None:
     untraced = BaseClient._make_api_call
 
     def _make_api_call(client: Any, operation_name: str, api_params: Any) -> Any:
-        subsegment = start(_service_name(client), "aws")
-        if subsegment is None:
+        parent = _current.get()
+        if parent is None:  # not traced
             return untraced(client, operation_name, api_params)
-        subsegment.fields["aws"] = {"operation": operation_name, "region": client.meta.region_name}
+        aws = {"operation": operation_name, "region": client.meta.region_name}
+        subsegment = _enter(parent.child(_service_name(client), "aws", aws=aws))
         client.meta.events.register("before-call", _add_trace_header, unique_id=_HEADER_HANDLER_ID)
         try:
             response = untraced(client, operation_name, api_params)
         except Exception as error:
             _record_response(subsegment, getattr(error, "response", None))
             status = subsegment.fields.get("http", {}).get("response", {}).get("status", 0)
-            flag = "error" if 400 <= status < 500 else "fault"  # the caller's fault or AWS's
+            # a 4xx: the request's error; anything else: AWS's (or the network's) fault
+            flag = "error" if 400 <= status < 500 else "fault"
             if status == 429:
                 subsegment.fields["throttle"] = True
             subsegment.fail(error, remote=True, flag=flag)
