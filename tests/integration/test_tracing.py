@@ -438,3 +438,55 @@ def test_a_dead_daemon_does_not_break_the_request(address: str) -> None:
     code = CALL_AUTHORIZER.format(traces=[trace(PARENTS[0]), trace(PARENTS[1])], never=set(NEVER))
     result = run_function("authorizer", code, **_lambda_env("authorizer", address))
     assert result["answers"] == [{"isAuthorized": False}] * 2
+
+
+def test_in_this_process_a_traced_invocation_covers_statements_and_aws_calls(
+    db: None, aws: None, daemon: socket.socket, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import boto3
+
+    from blog import db as layer_db
+    from blog import tracing
+
+    # Given: Lambda's environment for one sampled invocation, and moto's Secrets Manager
+    monkeypatch.setenv("LAMBDA_TASK_ROOT", str(REPO / "functions" / "get_post"))
+    monkeypatch.setenv("_X_AMZN_TRACE_ID", trace())
+    monkeypatch.setenv("AWS_XRAY_DAEMON_ADDRESS", _address(daemon))
+    monkeypatch.delenv("AWS_SAM_LOCAL", raising=False)
+    monkeypatch.delenv("POWERTOOLS_TRACE_DISABLED", raising=False)
+    client = boto3.client("secretsmanager", region_name="eu-west-1")
+    client.create_secret(Name="blog/traced", SecretString="s" * 32)
+    tracing.daemon.close()  # to this test's daemon
+    try:
+        # When: the invocation fetches a secret and runs a statement
+        with tracing.invocation("lambda_handler"):
+            tracing.trace_aws_sdk()
+            client.get_secret_value(SecretId="blog/traced")
+            with layer_db.transaction() as conn:
+                conn.execute(text("SELECT :value AS answer"), {"value": 424242})
+        # and then one that is not sampled does the same
+        monkeypatch.setenv("_X_AMZN_TRACE_ID", trace(sampled=0))
+        with tracing.invocation("lambda_handler"):
+            client.get_secret_value(SecretId="blog/traced")
+            with layer_db.transaction() as conn:
+                conn.execute(text("SELECT 1"))
+    finally:
+        tracing.daemon.close()
+    documents = _documents(daemon)
+    # Then: the sampled one alone is traced: its handler, the call and the statement in it
+    [handler] = _named(documents, "## lambda_handler")
+    [call] = _named(documents, "SecretsManager")
+    statements = _named(documents, "PostgreSQL")
+    assert call["parent_id"] == handler["id"]
+    assert call["aws"]["operation"] == "GetSecretValue"
+    assert call["aws"]["request_id"]
+    assert call["http"] == {"response": {"status": 200}}
+    assert statements and all(s["parent_id"] == handler["id"] for s in statements)
+    # (the test's transaction is joined with a savepoint)
+    assert [s["sql"]["sanitized_query"] for s in statements] == [
+        "SAVEPOINT sa_savepoint_1",
+        "SELECT %s AS answer",
+        "RELEASE SAVEPOINT sa_savepoint_1",
+    ]
+    assert "424242" not in json.dumps(documents)
+    assert len(documents) == 2 + len(statements)
