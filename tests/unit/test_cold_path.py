@@ -6,6 +6,7 @@ function's folder and the layer on ``sys.path``.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
@@ -130,9 +131,13 @@ def test_no_function_loads_the_xray_sdk_even_when_traced(
             LAMBDA_TASK_ROOT=str(REPO / "functions" / function),
             AWS_XRAY_DAEMON_ADDRESS="{}:{}".format(*daemon.getsockname()),
         )
-        _, _, document = daemon.recv(65536).partition(b"\n")
+        names = []
+        with contextlib.suppress(TimeoutError):  # each subsegment is a datagram, sent as it ends
+            while True:
+                names.append(json.loads(daemon.recv(65536).partition(b"\n")[2])["name"])
+                daemon.settimeout(0.5)
     # When / Then: its invocation was traced, without the X-Ray SDK or its wrapper library
-    assert json.loads(document)["name"] == "## lambda_handler"
+    assert "## lambda_handler" in names
     assert found == []
 
 
