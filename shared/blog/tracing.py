@@ -2,11 +2,12 @@
 
 Lambda collects trace segments over UDP (``AWS_XRAY_DAEMON_ADDRESS``): a datagram is the header
 line ``{"format": "json", "version": 1}`` and one segment document. Lambda itself records the
-function's segment; a sampled invocation adds, as subsegments of it:
+function's segment; a sampled invocation adds to it:
 
-- the handler (``## <handler name>``), annotated ``ColdStart`` and ``Service``, with a fault and
-  its cause (the exception's type, message and frames, never local variables) when an exception
-  escapes it. Neither the request nor the response is recorded: they may carry personal data;
+- the handler's subsegment (``## <handler name>``), annotated ``ColdStart`` and ``Service``,
+  with a fault and its cause (the exception's type, message and frames, never local variables)
+  when an exception escapes it. Neither the request nor the response is recorded: they may
+  carry personal data. Nested in it:
 - a ``remote`` subsegment ``PostgreSQL`` per statement sent to the database (SQLAlchemy engine
   events): its text with the placeholders, never the parameters;
 - an ``aws`` subsegment per AWS SDK call (botocore), once :func:`trace_aws_sdk` was called, whose
