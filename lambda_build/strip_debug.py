@@ -1,6 +1,6 @@
 """Strip the DWARF debug sections from the ELF extension modules under a folder, in place.
 
-Some wheels ship their extensions with debug information (SQLAlchemy's Cython modules, wrapt):
+Some wheels ship their extensions with debug information (SQLAlchemy's Cython modules):
 about two thirds of their size, and nothing the Lambda runtime ever reads. This does what
 ``strip --strip-debug`` does, but for any architecture and with the standard library only (a
 cross build for arm64 would otherwise need aarch64 binutils or LLVM on the build machine):

@@ -2,7 +2,7 @@
 stack must import (the project's required packages, the parts a route uses) and does nothing.
 
 SQLAlchemy Core with the pg8000 dialect (the request path builds Core statements; the ORM is
-not needed there), pg8000, pydantic, and Powertools' HTTP resolver and logger; not the tracer,
+not needed there), pg8000, pydantic, and Powertools' HTTP resolver and logger; not the tracing,
 the metrics, the settings or any of the layer's code. They are imported with the garbage
 collector paused, as the layer does, so this is the least they can cost. ``make bench`` starts
 it cold beside the functions: how long this takes, against the FastAPI + Mangum app, is the

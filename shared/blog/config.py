@@ -112,7 +112,7 @@ def get_settings() -> Settings:
 
 def trace_aws_sdk() -> None:
     """Have X-Ray trace the AWS SDK once tracing starts; call before its first use (see
-    :func:`blog.telemetry.trace_aws_sdk`)."""
-    from blog.telemetry import trace_aws_sdk as trace
+    :func:`blog.tracing.trace_aws_sdk`)."""
+    from blog.tracing import trace_aws_sdk as trace
 
     trace()

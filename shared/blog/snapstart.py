@@ -13,8 +13,8 @@ it, at once and for as long as the version lives.
   none (:func:`held`).
 - :func:`refresh` (after each restore) gives the process its own identity back: it reseeds
   ``random`` (the snapshot's state would give every environment the same sequence), drops cached
-  connections and credentials (a secret may have rotated since the snapshot), and makes the next
-  invocation count as the cold start it is.
+  connections and credentials (a secret may have rotated since the snapshot) and the traces'
+  socket, and makes the next invocation count as the cold start it is.
 
 The hooks are registered with ``snapshot_restore_py``, which the managed runtime provides; where
 it is missing (locally, tests) they go to a registry of this module, which
@@ -31,6 +31,8 @@ import sys
 from collections.abc import Callable
 from contextlib import suppress
 from typing import Any, Final
+
+from blog import tracing
 
 Hook = tuple[Callable[..., object], tuple[Any, ...], dict[str, Any]]
 
@@ -202,10 +204,11 @@ def _database() -> None:
 
 
 def refresh() -> None:
-    """Make a restored process its own: fresh randomness, no inherited connections or
-    credentials, and its next invocation reported as a cold start."""
+    """Make a restored process its own: fresh randomness, no inherited connections, credentials
+    or trace socket, and its next invocation reported as a cold start."""
     reseed_random()
     forget_connections_and_credentials()
+    tracing.daemon.close()  # a socket of its own: the snapshot's would be every environment's
     reset_cold_start_flags()
 
 
@@ -234,8 +237,8 @@ def forget_connections_and_credentials() -> None:
 
 
 def _stream_sockets() -> int:
-    """Open stream (TCP or Unix) sockets of the process; not datagram ones (the X-Ray SDK's UDP
-    emitter keeps one, connectionless, to the daemon's fixed address)."""
+    """Open stream (TCP or Unix) sockets of the process; not datagram ones (the traces keep one,
+    connectionless, to the daemon's fixed address, which a restore drops)."""
     count = 0
     with suppress(OSError):  # no procfs: nothing counted
         for name in os.listdir("/proc/self/fd"):
@@ -274,32 +277,31 @@ def held() -> dict[str, int]:
 
 
 def reset_cold_start_flags() -> None:
-    """Have Powertools report the next invocation as a cold start.
+    """Have Powertools and the traces report the next invocation as a cold start.
 
-    Logger, Tracer and Metrics each keep a module flag, cleared by their first invocation; they
-    clear it at once only for provisioned concurrency (``AWS_LAMBDA_INITIALIZATION_TYPE``), not
-    for ``snap-start``. Nothing invokes the handler before the snapshot, so the flags are still set
+    Logger and Metrics each keep a module flag, cleared by their first invocation; they clear it
+    at once only for provisioned concurrency (``AWS_LAMBDA_INITIALIZATION_TYPE``), not for
+    ``snap-start``. Nothing invokes the handler before the snapshot, so the flags are still set
     there; this makes sure of it should that ever change.
     """
     for name in (
         "aws_lambda_powertools.logging.logger",
-        "aws_lambda_powertools.tracing.tracer",
         "aws_lambda_powertools.metrics.base",
         "aws_lambda_powertools.metrics.provider.cold_start",
     ):
         module = sys.modules.get(name)
         if module is not None and hasattr(module, "is_cold_start"):
             setattr(module, "is_cold_start", True)  # noqa: B010 - a module global
+    tracing.reset_cold_start()
 
 
 def cold_start_flags() -> dict[str, bool]:
-    """Powertools' cold-start flags, by module (those imported)."""
-    names = ("aws_lambda_powertools.logging.logger", "aws_lambda_powertools.tracing.tracer")
-    return {
-        name: bool(sys.modules[name].is_cold_start)
-        for name in names
-        if name in sys.modules and hasattr(sys.modules[name], "is_cold_start")
-    }
+    """The cold-start flags, by module: Powertools' logger (if imported) and the traces'."""
+    name = "aws_lambda_powertools.logging.logger"
+    flags = {"blog.tracing": tracing.cold_start()}
+    if name in sys.modules and hasattr(sys.modules[name], "is_cold_start"):
+        flags[name] = bool(sys.modules[name].is_cold_start)
+    return flags
 
 
 register_before_snapshot(prime)

@@ -148,12 +148,48 @@ def test_both_restores_answer_correctly_the_second_with_the_rotated_key(
 def test_the_first_invocation_after_each_restore_is_reported_as_a_cold_start(
     report: dict[str, Any],
 ) -> None:
-    # The logger reports every invocation; the tracer only sampled ones (these are not: it is
-    # never built, so its flag stays as the snapshot left it, for the first traced invocation).
-    logger = "aws_lambda_powertools.logging.logger"
+    # Powertools' logger and the traces (whose ColdStart annotation a sampled invocation carries)
+    # each count the invocation, sampled or not (these are not).
+    flags = {"aws_lambda_powertools.logging.logger", "blog.tracing"}
     for restore in report["restores"]:
-        assert restore["cold_start_before"] and all(restore["cold_start_before"].values())
-        assert restore["cold_start_after"][logger] is False, restore["cold_start_after"]
+        assert set(restore["cold_start_before"]) == flags
+        assert all(restore["cold_start_before"].values())
+        assert restore["cold_start_after"] == dict.fromkeys(flags, False)
+
+
+def test_after_restore_the_traces_open_a_socket_of_their_own(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import socket
+
+    from blog import tracing
+
+    daemon = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    daemon.bind(("127.0.0.1", 0))
+    daemon.settimeout(5)
+    monkeypatch.setenv("AWS_XRAY_DAEMON_ADDRESS", "{}:{}".format(*daemon.getsockname()))
+    with daemon:
+        # Given: a process that sent a trace and handled an invocation, as a snapshot's could
+        tracing.daemon.close()
+        tracing.daemon.send(b"before")
+        _, before = daemon.recvfrom(64)
+        with tracing.invocation("handler"):  # the process's first
+            pass
+        assert tracing.daemon.is_open
+        assert tracing.cold_start() is False
+
+        # When: it is restored
+        snapstart.refresh()
+
+        # Then: the socket is gone, the next invocation is a cold start again, and the next trace
+        # leaves from a socket of its own
+        assert not tracing.daemon.is_open
+        assert snapstart.cold_start_flags()["blog.tracing"] is True
+        tracing.daemon.send(b"after")
+        data, after = daemon.recvfrom(64)
+    assert data == b"after"
+    assert after[1] != before[1]
+    tracing.daemon.close()
 
 
 def test_after_restore_forgets_cached_credentials_and_reseeds(aws: None) -> None:

@@ -6,17 +6,33 @@ function's folder and the layer on ``sys.path``.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import socket
 import subprocess
 import sys
 import textwrap
 from typing import Any
 
+import pytest
+
 from tests.conftest import REPO
 
-#: What the database layer, the resolver and the X-Ray SDK bring: none of it in the authorizer.
-HEAVY = ("sqlalchemy", "pg8000", "aws_lambda_powertools.event_handler", "aws_xray_sdk", "argon2")
+#: What the database layer, the resolver, the AWS SDK's clients and the X-Ray SDK (which no
+#: function loads any more) bring: none of it in the authorizer.
+HEAVY = (
+    "sqlalchemy",
+    "pg8000",
+    "aws_lambda_powertools.event_handler",
+    "botocore.client",
+    "aws_xray_sdk",
+    "wrapt",
+    "argon2",
+)
+
+#: A sampled invocation's trace header.
+TRACE = "Root=1-5759e988-bd862e3fe1be46a994272793;Parent=53995c3f42cd8ad8;Sampled=1"
 
 PRELUDE = """
 import gc, json, os, sys
@@ -84,16 +100,58 @@ def test_the_authorizer_still_verifies_a_token_and_refuses_a_bad_one() -> None:
     assert result["bad"] == {"isAuthorized": False}
 
 
-def test_an_http_function_loads_no_xray_sdk_before_a_traced_invocation() -> None:
-    found = run_function(
-        "get_post",
-        """
-        import app
-        print(json.dumps(sorted(m for m in sys.modules if m.startswith("aws_xray_sdk"))))
-        """,
-        LAMBDA_TASK_ROOT=str(REPO / "functions" / "get_post"),
-    )
+@pytest.mark.parametrize(
+    ("function", "event"),
+    [
+        ("authorizer", {"headers": {}}),  # anonymous: refused
+        ("get_post", {"pathParameters": {"post_id": "not-a-number"}}),  # refused, no database
+    ],
+)
+def test_no_function_loads_the_xray_sdk_even_when_traced(
+    function: str, event: dict[str, Any]
+) -> None:
+    # Given: a function where Lambda runs it, a sampled trace header, and a daemon
+    daemon = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    daemon.bind(("127.0.0.1", 0))
+    daemon.settimeout(5)
+    with daemon:
+        found = run_function(
+            function,
+            f"""
+            import app
+            request = {event!r}
+            if "pathParameters" in request:  # an HTTP API event
+                request = {{**json.load(open({str(REPO / "events" / "get_post.json")!r})),
+                           **request}}
+            os.environ["_X_AMZN_TRACE_ID"] = {TRACE!r}
+            app.lambda_handler(request, Context())
+            print(json.dumps(sorted(m for m in sys.modules
+                                    if m.startswith(("aws_xray_sdk", "wrapt")))))
+            """,
+            LAMBDA_TASK_ROOT=str(REPO / "functions" / function),
+            AWS_XRAY_DAEMON_ADDRESS="{}:{}".format(*daemon.getsockname()),
+        )
+        names = []
+        with contextlib.suppress(TimeoutError):  # each subsegment is a datagram, sent as it ends
+            while True:
+                names.append(json.loads(daemon.recv(65536).partition(b"\n")[2])["name"])
+                daemon.settimeout(0.5)
+    # When / Then: its invocation was traced, without the X-Ray SDK or its wrapper library
+    assert "## lambda_handler" in names
     assert found == []
+
+
+def test_the_tracing_module_imports_the_standard_library_only() -> None:
+    found = run_function(
+        "authorizer",
+        """
+        before = set(sys.modules)
+        import blog.tracing
+        print(json.dumps(sorted(m for m in set(sys.modules) - before
+                                if m.split(".")[0] not in sys.stdlib_module_names)))
+        """,
+    )
+    assert found == ["blog", "blog.tracing"]
 
 
 def test_on_lambda_the_collector_is_paused_until_the_first_invocation_ends() -> None:
