@@ -112,9 +112,12 @@ def _database_secret(database_url: str, password: str = "not-used-by-trust-auth"
     return arn
 
 
-def _through_extension(layer: pytest.MonkeyPatch, extension: Extension, arn: str) -> None:
-    layer.delenv("DATABASE_URL", raising=False)
-    layer.setenv("DB_SECRET_ARN", arn)
+def _through_extension(
+    layer: pytest.MonkeyPatch, extension: Extension, arn: str, *, secret: str = "DB_SECRET_ARN"
+) -> None:
+    """The layer set to read ``arn`` (named by the variable ``secret``) through the extension."""
+    layer.delenv("DATABASE_URL" if secret == "DB_SECRET_ARN" else "JWT_SIGNING_KEY", raising=False)
+    layer.setenv(secret, arn)
     layer.setenv("SECRETS_EXTENSION", "true")
     layer.setenv("PARAMETERS_SECRETS_EXTENSION_HTTP_PORT", str(extension.port))
     layer.setenv("AWS_SESSION_TOKEN", SESSION_TOKEN)
@@ -254,12 +257,7 @@ def test_the_token_signing_key_is_read_through_the_extension(
 
     key = "a-signing-key-from-secrets-manager-0123456789"
     arn = boto3.client("secretsmanager").create_secret(Name="blog/jwt", SecretString=key)["ARN"]
-    layer.delenv("JWT_SIGNING_KEY", raising=False)
-    layer.setenv("JWT_SECRET_ARN", arn)
-    layer.setenv("SECRETS_EXTENSION", "true")
-    layer.setenv("PARAMETERS_SECRETS_EXTENSION_HTTP_PORT", str(extension.port))
-    layer.setenv("AWS_SESSION_TOKEN", SESSION_TOKEN)
-    reset_layer_caches()
+    _through_extension(layer, extension, arn, secret="JWT_SECRET_ARN")
 
     token, _ = auth.issue_token(7, 0)
     assert auth.verify_token(token).user_id == 7

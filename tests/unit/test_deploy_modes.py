@@ -247,15 +247,17 @@ def test_no_function_can_read_a_secret_it_does_not_need(rendered: Rendered) -> N
         assert "secretsmanager:GetSecretValue" not in str(res), name
 
 
-def test_the_rules_refuse_a_mix_of_created_and_given(rendered: Rendered) -> None:
-    def violated(r: Rendered) -> list[str]:
-        return [
-            name
-            for name, rule in r.raw["Rules"].items()
-            if r.value(rule["RuleCondition"])
-            and not all(r.value(a["Assert"]) for a in rule["Assertions"])
-        ]
+def violated(r: Rendered) -> list[str]:
+    """The template's Rules that refuse ``r``'s parameters (CloudFormation would not deploy)."""
+    return [
+        name
+        for name, rule in r.raw["Rules"].items()
+        if r.value(rule["RuleCondition"])
+        and not all(r.value(a["Assert"]) for a in rule["Assertions"])
+    ]
 
+
+def test_the_rules_refuse_a_mix_of_created_and_given(rendered: Rendered) -> None:
     assert violated(rendered) == []
     assert violated(Rendered({"DbSecretArn": GIVEN_DB_SECRET})) == [
         "CreatedNetworkHoldsCreatedDatabase"
@@ -476,14 +478,6 @@ def test_secrets_are_read_through_the_extension_exactly_when_its_layer_is_given(
 
 
 def test_snapstart_with_the_secrets_extension_is_refused_at_deploy() -> None:
-    def violated(r: Rendered) -> list[str]:
-        return [
-            name
-            for name, rule in r.raw["Rules"].items()
-            if r.value(rule["RuleCondition"])
-            and not all(r.value(a["Assert"]) for a in rule["Assertions"])
-        ]
-
     assert violated(Rendered({"SnapStart": "enabled"})) == []
     assert violated(Rendered({"SecretsExtensionLayerArn": EXTENSION_ARN})) == []
     both = Rendered({"SnapStart": "enabled", "SecretsExtensionLayerArn": EXTENSION_ARN})
