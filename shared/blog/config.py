@@ -108,11 +108,3 @@ class Settings(BaseModel):
 def get_settings() -> Settings:
     """The process-wide settings, read on first use so tests can set the environment first."""
     return Settings()
-
-
-def trace_aws_sdk() -> None:
-    """Have X-Ray trace the AWS SDK once tracing starts; call before its first use (see
-    :func:`blog.tracing.trace_aws_sdk`)."""
-    from blog.tracing import trace_aws_sdk as trace
-
-    trace()

@@ -29,8 +29,9 @@ from dataclasses import dataclass
 from typing import Final
 from urllib.parse import quote
 
-from blog.config import get_settings, trace_aws_sdk
+from blog.config import get_settings
 from blog.errors import UnavailableError
+from blog.tracing import trace_aws_sdk
 
 logger = logging.getLogger(__name__)
 

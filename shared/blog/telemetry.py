@@ -24,13 +24,6 @@ metrics = Metrics()  # namespace: POWERTOOLS_METRICS_NAMESPACE
 H = TypeVar("H", bound=Callable[..., Any])
 
 
-def trace_aws_sdk() -> None:
-    """Trace the AWS SDK's calls; call before the process's first one (see
-    :func:`blog.tracing.trace_aws_sdk`: botocore is hooked only where a traced process calls
-    AWS)."""
-    tracing.trace_aws_sdk()
-
-
 def lambda_entry(
     *,
     correlation_id_path: str | None = None,

@@ -39,7 +39,7 @@ CALL_GET_POST = """
 from sqlalchemy import event as sa_event
 from sqlalchemy.engine import Engine
 import app
-from blog.config import trace_aws_sdk
+from blog.tracing import trace_aws_sdk
 sent = []
 sa_event.listen(Engine, "before_cursor_execute", lambda *args: sent.append(args[2]))
 request = json.load(open({event!r}))
@@ -82,7 +82,8 @@ print(json.dumps({{"error": error}}))
 CALL_WITH_SECRETS = """
 import app
 import boto3
-from blog.telemetry import lambda_entry, trace_aws_sdk
+from blog.telemetry import lambda_entry
+from blog.tracing import trace_aws_sdk
 
 request = json.load(open({event!r}))
 request["pathParameters"] = {{"post_id": {post!r}}}
