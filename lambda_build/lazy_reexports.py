@@ -116,13 +116,24 @@ def rewrite(source: str, package: str) -> tuple[str, int]:
     return text, len(sources)
 
 
-def rewrite_package(directory: Path, package: str) -> int:
-    """Rewrite ``package``'s ``__init__.py`` under ``directory``; the number of names it defers."""
+def plan(directory: Path, package: str) -> tuple[Path, str, int] | None:
+    """What rewriting ``package``'s ``__init__.py`` under ``directory`` writes: its path, its
+    new text and the number of names it defers; ``None`` when it is rewritten already (a build
+    folder built again)."""
     path = directory.joinpath(*package.split("."), "__init__.py")
     source = path.read_text(encoding="utf-8")
-    if MARK in source:  # already rewritten (a build folder built again)
-        return 0
+    if MARK in source:
+        return None
     rewritten, deferred = rewrite(source, package)
+    return path, rewritten, deferred
+
+
+def rewrite_package(directory: Path, package: str) -> int:
+    """Rewrite ``package``'s ``__init__.py`` under ``directory``; the number of names it defers."""
+    planned = plan(directory, package)
+    if planned is None:
+        return 0
+    path, rewritten, deferred = planned
     path.write_text(rewritten, encoding="utf-8")
     return deferred
 
@@ -133,15 +144,18 @@ def main(argv: list[str]) -> int:
         sys.stderr.write(__doc__.split("\n\n")[1] + "\n")
         return 2
     directory = Path(argv[0])
+    planned: dict[str, tuple[Path, str, int] | None] = {}
     for package in argv[1:]:
-        path = directory.joinpath(*package.split("."), "__init__.py")
         try:
-            rewrite(path.read_text(encoding="utf-8"), package)
+            planned[package] = plan(directory, package)
         except (OSError, NotReexportsOnly) as error:
             sys.stderr.write(f"lazy_reexports: {error}\n")
             return 1
-    for package in argv[1:]:
-        deferred = rewrite_package(directory, package)
+    for package, rewrite_of in planned.items():
+        deferred = 0
+        if rewrite_of is not None:
+            path, rewritten, deferred = rewrite_of
+            path.write_text(rewritten, encoding="utf-8")
         sys.stdout.write(f"lazy_reexports: {package}: {deferred} names imported on first use\n")
     return 0
 

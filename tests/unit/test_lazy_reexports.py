@@ -203,3 +203,26 @@ def test_the_layer_build_rewrites_what_the_build_check_expects() -> None:
     makefile = (REPO / "lambda_build" / "Makefile").read_text()
     recipe = makefile.split("build-SharedLayer:", 1)[1].split("\n\n", 1)[0]
     assert "lazy_reexports.py" in recipe and "$(LAZY_REEXPORTS)" in recipe
+
+
+def test_the_build_step_runs_again_on_a_folder_it_already_rewrote(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Given: a build folder the step rewrote once
+    shutil.copytree(
+        Path(aws_lambda_powertools.__file__).parent, tmp_path / "aws_lambda_powertools",
+        ignore=shutil.ignore_patterns("__pycache__"),
+    )  # fmt: skip
+    assert lazy.main([str(tmp_path), *PACKAGES]) == 0
+    first = capsys.readouterr().out
+    init = tmp_path / "aws_lambda_powertools" / "event_handler" / "__init__.py"
+    rewritten = init.read_text()
+
+    # When: the build runs the step on it again
+    again = lazy.main([str(tmp_path), *PACKAGES])
+
+    # Then: it succeeds and leaves the files as they are
+    assert again == 0
+    assert init.read_text() == rewritten
+    assert re.search(r"event_handler: [1-9][0-9]* names imported on first use", first)
+    assert "0 names imported on first use" in capsys.readouterr().out
