@@ -334,7 +334,8 @@ def function_packages(build: Path, runtime: Path) -> dict[str, Package]:
     }
 
 
-def _p90(values: list[float]) -> float:
+def p90(values: list[float]) -> float:
+    """The 90th percentile (inclusive method; the one value when there is one)."""
     if len(values) < 2:  # noqa: PLR2004 - quantiles need two points
         return values[0]
     return statistics.quantiles(values, n=10, method="inclusive")[8]
@@ -346,7 +347,7 @@ def _stats(results: list[dict[str, Any]]) -> dict[str, Any]:
     for key, name in (("cold_s", ""), ("import_s", "import_"), ("first_invoke_s", "first_")):
         values = [1000 * r[key] for r in results]
         out[f"{name}median_ms"] = statistics.median(values)
-        out[f"{name}p90_ms"] = _p90(values)
+        out[f"{name}p90_ms"] = p90(values)
     out["cpu_ms"] = 1000 * statistics.median(r["cold_cpu_s"] for r in results)
     out["modules"] = results[0]["modules"]
     return out
@@ -361,7 +362,7 @@ def _restored_stats(results: list[dict[str, Any]], cold: dict[str, Any]) -> dict
     ):  # fmt: skip
         values = [1000 * r[key] for r in results]
         out[f"{name}median_ms"] = statistics.median(values)
-        out[f"{name}p90_ms"] = _p90(values)
+        out[f"{name}p90_ms"] = p90(values)
     out["ratio"] = out["median_ms"] / cold["median_ms"]
     out["p90_ratio"] = out["p90_ms"] / cold["p90_ms"]
     return out

@@ -128,10 +128,9 @@ def measure(python: str, package: cold.Package, samples: int) -> dict[str, Any]:
         server.server_close()
     found: dict[str, Any] = {"samples": samples, "variants": {}}
     for name, values in times.items():
-        ordered = sorted(values)
         found["variants"][name] = {
             "median_ms": statistics.median(values),
-            "p90_ms": ordered[min(len(ordered) - 1, round(0.9 * (len(ordered) - 1)))],
+            "p90_ms": cold.p90(values),
             "boto3_loaded": sdk_loaded[name],
         }
     return found
