@@ -245,7 +245,12 @@ def run_child(
             input=json.dumps(job),
             capture_output=True,
             text=True,
-            env={**env, "LAMBDA_TASK_ROOT": str(package.function_dir)},
+            env={
+                **env,
+                "LAMBDA_TASK_ROOT": str(package.function_dir),
+                # What Lambda sets while it initialises a SnapStart version (no connection then).
+                **({"AWS_LAMBDA_INITIALIZATION_TYPE": "snap-start"} if snapstart else {}),
+            },
             cwd=scratch,
             timeout=120,
             check=False,

@@ -169,6 +169,7 @@ def lambda_environment(
             "AWS_DEFAULT_REGION": region,
             "AWS_EXECUTION_ENV": f"AWS_Lambda_{function.get('Runtime', 'python3.13')}",
             "AWS_LAMBDA_FUNCTION_NAME": function_name,
+            "AWS_LAMBDA_INITIALIZATION_TYPE": "on-demand",
             "AWS_LAMBDA_FUNCTION_VERSION": "$LATEST",
             "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": str(function.get("MemorySize", 128)),
             "AWS_LAMBDA_LOG_GROUP_NAME": f"/aws/lambda/{function_name}",

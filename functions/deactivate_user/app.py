@@ -1,10 +1,10 @@
 """POST /users/{user_id}/deactivate: the user can no longer sign in (the user or an admin)."""
 
-from aws_lambda_powertools.event_handler import Response
-
 from blog import services
 from blog.http import UserId, current_actor, error_responses, http_handler, idempotent, make_app, ok
 from blog.schemas import UserOut
+
+from aws_lambda_powertools.event_handler import Response
 
 app = make_app()
 

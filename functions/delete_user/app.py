@@ -1,7 +1,5 @@
 """DELETE /users/{user_id}: delete a user and all their posts (the user or an admin)."""
 
-from aws_lambda_powertools.event_handler import Response
-
 from blog import services
 from blog.http import (
     IfMatch,
@@ -13,6 +11,8 @@ from blog.http import (
     no_content,
     precondition,
 )
+
+from aws_lambda_powertools.event_handler import Response
 
 app = make_app()
 

@@ -1,10 +1,10 @@
 """GET /posts/{post_id}: published posts to anyone; drafts only to their author or an admin."""
 
-from aws_lambda_powertools.event_handler import Response
-
 from blog import services
 from blog.http import PostId, error_responses, http_handler, make_app, ok, optional_actor
 from blog.schemas import PostOut
+
+from aws_lambda_powertools.event_handler import Response
 
 app = make_app()
 

@@ -1,10 +1,10 @@
 """GET /users/{user_id}: one user; their email and role only to themselves and admins."""
 
-from aws_lambda_powertools.event_handler import Response
-
 from blog import services
 from blog.http import UserId, current_actor, error_responses, http_handler, make_app, ok
 from blog.schemas import PublicUserOut, UserOut, user_out
+
+from aws_lambda_powertools.event_handler import Response
 
 app = make_app()
 

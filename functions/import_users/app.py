@@ -7,6 +7,11 @@ Logs name the message id and the kind of error, never the users' data.
 
 from typing import Any
 
+from blog import services
+from blog.errors import DomainError
+from blog.schemas import parse_import_message
+from blog.telemetry import lambda_entry, logger, metrics
+
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.batch import (
     BatchProcessor,
@@ -17,11 +22,6 @@ from aws_lambda_powertools.utilities.batch.types import PartialItemFailureRespon
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from pydantic import ValidationError
-
-from blog import services
-from blog.errors import DomainError
-from blog.schemas import parse_import_message
-from blog.telemetry import lambda_entry, logger, metrics
 
 # Report every failed message, even when all fail, rather than failing the whole invocation.
 processor = BatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failure=False)

@@ -2,11 +2,11 @@
 
 from typing import Annotated
 
-from aws_lambda_powertools.event_handler.openapi.params import Body
-
 from blog import auth, services
 from blog.http import client_address, error_responses, http_handler, make_app
 from blog.schemas import TokenOut, TokenRequest
+
+from aws_lambda_powertools.event_handler.openapi.params import Body
 
 app = make_app()
 

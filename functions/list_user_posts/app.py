@@ -2,9 +2,6 @@
 
 from typing import Annotated
 
-from aws_lambda_powertools.event_handler import Response
-from aws_lambda_powertools.event_handler.openapi.params import Query
-
 from blog import services
 from blog.http import (
     Cursor,
@@ -19,6 +16,9 @@ from blog.http import (
     page_response,
 )
 from blog.schemas import Page, PostListItem
+
+from aws_lambda_powertools.event_handler import Response
+from aws_lambda_powertools.event_handler.openapi.params import Query
 
 app = make_app()
 

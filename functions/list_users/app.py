@@ -1,8 +1,6 @@
 """GET /users: active users by id, a page at a time, with the total; emails and roles only to
 admins (and each user's own)."""
 
-from aws_lambda_powertools.event_handler import Response
-
 from blog import services
 from blog.http import (
     Cursor,
@@ -16,6 +14,8 @@ from blog.http import (
     page_response,
 )
 from blog.schemas import Page, PublicUserOut, UserOut, user_out
+
+from aws_lambda_powertools.event_handler import Response
 
 app = make_app()
 

@@ -1,10 +1,10 @@
 """POST /posts/{post_id}/publish: publish a post (author or admin)."""
 
-from aws_lambda_powertools.event_handler import Response
-
 from blog import services
 from blog.http import PostId, current_actor, error_responses, http_handler, idempotent, make_app, ok
 from blog.schemas import PostOut
+
+from aws_lambda_powertools.event_handler import Response
 
 app = make_app()
 

@@ -7,11 +7,11 @@ failures no longer count); this keeps each table at about one window of rows.
 
 from typing import Any
 
-from aws_lambda_powertools.metrics import MetricUnit
-from aws_lambda_powertools.utilities.typing import LambdaContext
-
 from blog import services
 from blog.telemetry import lambda_entry, logger, metrics
+
+from aws_lambda_powertools.metrics import MetricUnit
+from aws_lambda_powertools.utilities.typing import LambdaContext
 
 
 @lambda_entry()

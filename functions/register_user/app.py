@@ -2,12 +2,12 @@
 
 from typing import Annotated
 
-from aws_lambda_powertools.event_handler import Response
-from aws_lambda_powertools.event_handler.openapi.params import Body
-
 from blog import services
 from blog.http import created, error_responses, http_handler, idempotent, make_app
 from blog.schemas import UserCreate, UserOut
+
+from aws_lambda_powertools.event_handler import Response
+from aws_lambda_powertools.event_handler.openapi.params import Body
 
 app = make_app()
 

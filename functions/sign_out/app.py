@@ -1,8 +1,6 @@
 """POST /users/{user_id}/sign-out: sign out everywhere; every token of the user is refused from
 now on (the user or an admin)."""
 
-from aws_lambda_powertools.event_handler import Response
-
 from blog import services
 from blog.http import (
     UserId,
@@ -13,6 +11,8 @@ from blog.http import (
     make_app,
     no_content,
 )
+
+from aws_lambda_powertools.event_handler import Response
 
 app = make_app()
 

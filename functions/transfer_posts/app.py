@@ -3,11 +3,11 @@
 
 from typing import Annotated
 
-from aws_lambda_powertools.event_handler.openapi.params import Body
-
 from blog import services
 from blog.http import UserId, current_actor, error_responses, http_handler, idempotent, make_app
 from blog.schemas import TransferOut, TransferRequest
+
+from aws_lambda_powertools.event_handler.openapi.params import Body
 
 app = make_app()
 

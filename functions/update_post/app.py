@@ -2,9 +2,6 @@
 
 from typing import Annotated
 
-from aws_lambda_powertools.event_handler import Response
-from aws_lambda_powertools.event_handler.openapi.params import Body
-
 from blog import services
 from blog.http import (
     IfMatch,
@@ -17,6 +14,9 @@ from blog.http import (
     precondition,
 )
 from blog.schemas import PostOut, PostUpdate
+
+from aws_lambda_powertools.event_handler import Response
+from aws_lambda_powertools.event_handler.openapi.params import Body
 
 app = make_app()
 

@@ -3,9 +3,6 @@ or password needs the caller's ``current_password``."""
 
 from typing import Annotated
 
-from aws_lambda_powertools.event_handler import Response
-from aws_lambda_powertools.event_handler.openapi.params import Body
-
 from blog import services
 from blog.http import (
     IfMatch,
@@ -19,6 +16,9 @@ from blog.http import (
     precondition,
 )
 from blog.schemas import UserOut, UserUpdate
+
+from aws_lambda_powertools.event_handler import Response
+from aws_lambda_powertools.event_handler.openapi.params import Body
 
 app = make_app()
 

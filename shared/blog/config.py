@@ -41,6 +41,8 @@ class Settings(BaseModel):
     db_sslmode: SSLMode = SSLMode.VERIFY_FULL
     db_ssl_ca_file: str | None = None
     db_connect_timeout: float = Field(default=5.0, gt=0, le=60)
+    # Whether an on-demand cold start opens its first connection while the handler imports.
+    db_connect_during_init: bool = True
     # Below the functions' 10 s timeout with the connect timeout and a margin on top, so that a
     # stuck query ends as our 503 (Retry-After), not as Lambda stopping the function mid-request.
     db_statement_timeout_ms: int = Field(default=3_000, ge=100, le=900_000)

@@ -12,10 +12,12 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import random
 import socket
 import ssl
 import struct
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext, suppress
@@ -44,7 +46,7 @@ from blog.errors import (
     UnavailableError,
     ValidationError,
 )
-from blog.secrets_manager import SecretUnavailableError, read_secret
+from blog.secrets_manager import SecretUnavailableError, extension_usable, is_kept, read_secret
 
 logger = logging.getLogger(__name__)
 
@@ -430,8 +432,17 @@ def _open_connection(credentials: Credentials) -> pg8000.dbapi.Connection:
 
 
 def _connect() -> pg8000.dbapi.Connection:
-    """Open a DBAPI connection; on an authentication failure refetch the secret once (rotation)."""
+    """Open a DBAPI connection; on an authentication failure refetch the secret once (rotation).
+
+    A cold start's first one is the connection opened during the import, if that was started
+    (see :func:`connect_during_init`): it is used if it opened and is fresh, and its error is
+    this connect's error if it failed, so that an unreachable database costs one connect
+    timeout, not two.
+    """
     try:
+        early = take_early_connection()
+        if early is not None:
+            return early
         return _open_connection(get_credentials())
     except pg8000.dbapi.DatabaseError as error:
         if sqlstate(error) not in AUTH_FAILED_SQLSTATES or get_settings().database_url:
@@ -587,3 +598,130 @@ def retry_on_conflict(
         return wrapper
 
     return decorate
+
+
+#: How long a connection opened during the import may wait for its first unit of work. An
+#: on-demand cold start invokes the function right after its import; an environment Lambda
+#: initialised ahead of time gets a new connection instead.
+EARLY_CONNECTION_MAX_AGE_S: Final = 5.0
+
+
+class _EarlyConnection:
+    """A connection being opened on a thread of its own while the handler imports."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.connection: pg8000.dbapi.Connection | None = None
+        self.error: Exception | None = None
+        self.opened_at = 0.0
+        self.taken = False  # by the first unit of work, or given up; then the thread keeps nothing
+        self.thread = threading.Thread(target=self._open, name="blog-db-connect", daemon=True)
+
+    def _open(self) -> None:
+        connection: pg8000.dbapi.Connection | None = None
+        error: Exception | None = None
+        try:
+            connection = _open_connection(get_credentials())
+        except Exception as failure:  # noqa: BLE001 - handed to the first unit of work
+            error = failure
+        with self.lock:
+            if not self.taken:
+                self.connection, self.error = connection, error
+                self.opened_at = time.monotonic()
+                return
+        if connection is not None:
+            _close_quietly(connection)
+
+    def take(self, timeout: float) -> pg8000.dbapi.Connection | None:
+        """The connection once the thread is done, if it opened and is fresh; None if it is
+        stale (then closed), so that the caller connects anew; raises the error it failed with,
+        or a timeout if it is still connecting after ``timeout`` s more (a second attempt would
+        only wait as long again)."""
+        self.thread.join(timeout)
+        with self.lock:
+            self.taken = True
+            connection, error = self.connection, self.error
+            self.connection = self.error = None
+            if self.thread.is_alive():
+                error = pg8000.dbapi.InterfaceError(
+                    "cannot connect to the database: timed out while connecting"
+                )
+        if error is not None:
+            raise error
+        age = time.monotonic() - self.opened_at
+        if connection is not None and age > EARLY_CONNECTION_MAX_AGE_S:
+            _close_quietly(connection)
+            return None
+        return connection
+
+
+_early: _EarlyConnection | None = None
+_early_started = False
+
+
+def _close_quietly(connection: pg8000.dbapi.Connection) -> None:
+    with suppress(Exception):
+        connection.close()
+
+
+def connect_during_init() -> bool:
+    """Start opening, on a thread, the connection the cold start's first unit of work will use;
+    whether it started.
+
+    The TLS handshake and the authentication wait on the network, and reading the secret through
+    the Parameters and Secrets extension waits on Secrets Manager: done while the main thread
+    imports the rest of the handler, they are off the first request's path. Only in an on-demand
+    Lambda cold start (``AWS_LAMBDA_INITIALIZATION_TYPE``: a SnapStart snapshot or provisioned
+    concurrency must not hold a connection), with ``DB_CONNECT_DURING_INIT`` (default true), and
+    when the credentials can be had without importing anything on the thread: from
+    ``DATABASE_URL``, a secret already read, or the extension (the AWS SDK would import boto3 on
+    the thread, in parallel with the main thread's imports). Once per process. Nothing fails
+    here: what the thread meets (an unreachable database, a refused password) is the first unit
+    of work's to report, and settings that do not validate are left to it as well.
+    """
+    global _early, _early_started  # noqa: PLW0603 - one per process
+    if (
+        _early_started
+        or not os.environ.get("LAMBDA_TASK_ROOT")
+        or os.environ.get("AWS_LAMBDA_INITIALIZATION_TYPE") != "on-demand"
+    ):
+        return False
+    try:
+        settings = get_settings()
+    except ValueError:  # pydantic's ValidationError: reported by the first use, as ever
+        return False
+    if not settings.db_connect_during_init or not (settings.database_url or settings.db_secret_arn):
+        return False
+    if not settings.database_url:
+        assert settings.db_secret_arn is not None
+        if not is_kept(settings.db_secret_arn, max_age=settings.db_secret_max_age):
+            if not extension_usable():
+                return False
+            import http.client  # noqa: F401, PLC0415 - here, not on the thread (see above)
+    _early_started = True
+    _early = _EarlyConnection()
+    _early.thread.start()
+    return True
+
+
+def take_early_connection() -> pg8000.dbapi.Connection | None:
+    """The connection :func:`connect_during_init` opened, once; None if there is none (never
+    started, already taken, or too old); the error it failed with, raised (see
+    :meth:`_EarlyConnection.take`)."""
+    global _early  # noqa: PLW0603 - one per process
+    early, _early = _early, None
+    if early is None:
+        return None
+    return early.take(get_settings().db_connect_timeout)
+
+
+def discard_early_connection() -> None:
+    """Close the connection opened during the import, if it was not used (SnapStart, tests)."""
+    with suppress(Exception):
+        connection = take_early_connection()
+        if connection is not None:
+            _close_quietly(connection)
+
+
+# The import is where a cold start's first connection begins (see connect_during_init).
+connect_during_init()

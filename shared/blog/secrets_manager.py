@@ -71,6 +71,12 @@ def read_secret(arn: str, *, max_age: int, refresh: bool = False) -> str:
     return value
 
 
+def is_kept(arn: str, *, max_age: int) -> bool:
+    """Whether :func:`read_secret` would answer from the process's cache."""
+    kept = _kept.get(arn)
+    return kept is not None and time.monotonic() - kept.read_at < max_age
+
+
 def extension_usable() -> bool:
     """Whether the function has the extension and it can be asked (a session token to show)."""
     return get_settings().secrets_extension and bool(os.environ.get("AWS_SESSION_TOKEN"))

@@ -223,6 +223,7 @@ def forget_connections_and_credentials() -> None:
     password, the token signing key) with the SDK client and its connections."""
     db = sys.modules.get("blog.db")
     if db is not None:
+        db.discard_early_connection()  # none where snapshotted: a restored process opens its own
         if db.get_engine.cache_info().currsize:
             db.get_engine().dispose(close=True)
         db._salted_password.cache_clear()  # derived from the password

@@ -455,6 +455,50 @@ def test_a_rotated_password_is_refetched_on_the_first_authentication_failure(
         assert password not in seen
 
 
+@pytest.mark.usefixtures("aws")
+def test_a_password_rotated_before_a_cold_start_connected_during_its_import_is_refetched(
+    pg: Server, layer: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    import boto3
+
+    from blog import secrets_manager
+
+    caplog.set_level(logging.INFO)
+    client = boto3.client("secretsmanager")
+    secret = {
+        "username": APP_ROLE, "password": pg.app_password,
+        "host": "127.0.0.1", "port": pg.server.port, "dbname": DATABASE,
+    }  # fmt: skip
+    arn = client.create_secret(
+        Name=f"blog/db-{uuid.uuid4().hex[:8]}", SecretString=json.dumps(secret)
+    )["ARN"]
+    layer.delenv("DATABASE_URL")
+    layer.setenv("DB_SECRET_ARN", arn)
+    layer.setenv("LAMBDA_TASK_ROOT", str(REPO / "functions" / "get_post"))
+    layer.setenv("AWS_LAMBDA_INITIALIZATION_TYPE", "on-demand")
+    layer.setattr(layer_db, "_early", None)
+    layer.setattr(layer_db, "_early_started", False)
+    reset_layer_caches()
+    # Given: a process that holds the secret as it was (say, read by its before-snapshot hook)
+    # while the password has since been rotated, in the database and in the secret
+    secrets_manager.read_secret(arn, max_age=300)
+    rotated = secrets.token_urlsafe(18)
+    pg.set_app_password(rotated)
+    client.put_secret_value(SecretId=arn, SecretString=json.dumps({**secret, "password": rotated}))
+
+    # When: the import connects with the password it holds, and the first unit of work runs
+    assert layer_db.connect_during_init() is True
+    with layer_db.transaction() as conn:
+        answered = conn.scalar(text("SELECT current_user"))
+
+    # Then: the refusal the import met made the first unit of work refetch the secret, once,
+    # and connect with the new password
+    assert answered == APP_ROLE
+    refetched = [r for r in caplog.records if "refetching the credentials secret" in r.getMessage()]
+    assert len(refetched) == 1
+    layer_db.discard_early_connection()
+
+
 # --- statement timeout -------------------------------------------------------------------------
 
 

@@ -267,20 +267,28 @@ def test_the_token_signing_key_is_read_through_the_extension(
 
 READ_THROUGH_THE_EXTENSION = """
 import app
+from blog import db, secrets_manager
+early = db._early
+if early is not None:
+    early.thread.join(10)
+kept_after_import = secrets_manager.kept_count()
 event = json.load(open({event!r}))
 response = app.lambda_handler(event, Context())
-print(json.dumps({{"status": response["statusCode"],
+print(json.dumps({{"status": response["statusCode"], "kept_after_import": kept_after_import,
+                  "early_taken": early is not None and db._early is None,
                   "sdk": sorted(m for m in sys.modules
                                 if m == "boto3" or m.startswith(("boto3.", "botocore.")))}}))
 """
 
 
+@pytest.mark.parametrize("initialization", ["on-demand", "provisioned-concurrency"])
 def test_a_function_reading_its_secret_through_the_extension_never_imports_the_aws_sdk(
-    extension: Extension, database_url: str
+    extension: Extension, database_url: str, initialization: str
 ) -> None:
     from tests.unit.test_cold_path import run_function
 
-    # Given: a fresh function process on Lambda, with the extension
+    # Given: a fresh function process on Lambda, with the extension, started on demand (it
+    # connects while the handler imports) or ahead of its first request (it must not)
     arn = _database_secret(database_url)
 
     # When: it answers a request that needs the database
@@ -288,6 +296,7 @@ def test_a_function_reading_its_secret_through_the_extension_never_imports_the_a
         "get_post",
         READ_THROUGH_THE_EXTENSION.format(event=str(REPO / "events" / "get_post.json")),
         LAMBDA_TASK_ROOT=str(REPO / "functions" / "get_post"),
+        AWS_LAMBDA_INITIALIZATION_TYPE=initialization,
         DATABASE_URL="",
         DB_SECRET_ARN=arn,
         SECRETS_EXTENSION="true",
@@ -300,6 +309,11 @@ def test_a_function_reading_its_secret_through_the_extension_never_imports_the_a
     assert found["status"] == 404  # the sample event's post does not exist in the test database
     assert found["sdk"] == []
     assert len(extension.requests) == 1
+    # And: on demand, the secret was read and the connection opened during the import, and the
+    # first request used that connection; otherwise both waited for the request
+    on_demand = initialization == "on-demand"
+    assert found["kept_after_import"] == (1 if on_demand else 0)
+    assert found["early_taken"] is on_demand
 
 
 def _closed_port() -> int:
