@@ -5,10 +5,13 @@ import until the first invocation ends (:func:`end_cold_start`). The tens of tho
 that the imports and the first call create (modules, classes, schemas, compiled statements) live
 as long as the process: collecting while they are made only scans them again and again, a tenth
 of a cold start. Then they are frozen, so later collections skip them, and the collector resumes.
+Until then, too, the code that the imports compile from source text is read from the layer's
+cache (:mod:`blog.codecache`).
 """
 
 import gc as _gc
 import os as _os
+import sys as _sys
 
 # Only where Lambda runs the code (Powertools' own test, LAMBDA_TASK_ROOT): tests, local tools
 # and the migration function keep the collector as it is.
@@ -16,10 +19,23 @@ _paused = bool(_os.environ.get("LAMBDA_TASK_ROOT")) and _gc.isenabled()
 if _paused:
     _gc.disable()
 
+# There too, the code the imports compile from source text comes from the layer's cache (see
+# blog.codecache) until the first invocation ends; CODE_CACHE=off turns that off, a path names
+# another cache file.
+_code_cache = _os.environ.get("CODE_CACHE", "")
+if _os.environ.get("LAMBDA_TASK_ROOT") and _code_cache.lower() not in {"off", "false", "0"}:
+    from blog import codecache as _codecache
+
+    _codecache.start(_code_cache or _codecache.DEFAULT_PATH)
+
 
 def end_cold_start() -> None:
-    """Freeze what the cold start allocated and resume the collector, if it was paused; once."""
+    """Freeze what the cold start allocated and resume the collector, if it was paused, and stop
+    compiling through the code cache; once."""
     global _paused  # noqa: PLW0603 - one flag per process
+    codecache = _sys.modules.get("blog.codecache")
+    if codecache is not None:
+        codecache.stop()
     if _paused:
         _paused = False
         _gc.freeze()

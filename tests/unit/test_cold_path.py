@@ -12,7 +12,9 @@ import os
 import socket
 import subprocess
 import sys
+import sysconfig
 import textwrap
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -236,3 +238,48 @@ def test_outside_lambda_the_collector_is_left_alone() -> None:
         """,
     )
     assert states == {"enabled": True, "frozen": 0}
+
+
+def test_a_function_imports_on_the_code_its_layer_recorded_and_stops_after_its_first_call(
+    tmp_path: Path,
+) -> None:
+    # Given: the code cache of get_post, recorded by the layer's build step (with this
+    # interpreter, whose bytecode it holds), as the layer ships it
+    cache = tmp_path / "codecache.bin"
+    packages = dict.fromkeys([sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]])
+    paths = [arg for path in [REPO / "shared", *packages] for arg in ("--import-path", str(path))]
+    recorded = subprocess.run(
+        [sys.executable, str(REPO / "lambda_build" / "record_code_cache.py"),
+         str(REPO / "shared"), str(REPO / "functions"), str(cache), *paths, "--only", "get_post"],
+        capture_output=True, text=True, timeout=300, check=False,
+    )  # fmt: skip
+    assert recorded.returncode == 0, recorded.stderr[-3000:]
+
+    # When: a cold start imports the function and answers a first request
+    found = run_function(
+        "get_post",
+        f"""
+        import app
+        from blog import codecache
+        imported = codecache.counts()
+        request = {{**json.load(open({str(REPO / "events" / "get_post.json")!r})),
+                   "rawPath": "/posts/not-a-number",
+                   "pathParameters": {{"post_id": "not-a-number"}}}}
+        status = app.lambda_handler(request, Context())["statusCode"]  # refused, no database
+        import collections, dataclasses, typing
+        left = [m.__name__ for m in (collections, dataclasses, typing)
+                if {{"eval", "exec", "compile"}} & set(vars(m))]
+        print(json.dumps({{"imported": imported, "status": status, "left": left,
+                          "kept": len(codecache._codes)}}))
+        """,
+        LAMBDA_TASK_ROOT=str(REPO / "functions" / "get_post"),
+        CODE_CACHE=str(cache),
+    )
+
+    # Then: what its import compiled from text came from the cache, every time
+    assert found["imported"]["hits"] > 300
+    assert found["imported"]["misses"] == 0
+    # And: it answered, and after its first invocation compiles with the built-ins again
+    assert found["status"] == 422
+    assert found["left"] == []
+    assert found["kept"] == 0
