@@ -39,6 +39,7 @@ from sqlalchemy import (
     select,
     true,
     tuple_,
+    union_all,
     update,
 )
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB, aggregate_order_by, array
@@ -622,9 +623,11 @@ def _staging_ddl(dialect: Dialect) -> tuple[str, str]:
     )
 
 
-def _upsert_from_staging() -> Any:
+def _upsert_from_staging(*where: ColumnElement[bool]) -> Any:
     columns = ("email", "username", "hashed_password")
-    source = select(*(_STAGING.c[name] for name in columns)).order_by(_STAGING.c.position)
+    source = (
+        select(*(_STAGING.c[name] for name in columns)).where(*where).order_by(_STAGING.c.position)
+    )
     insert_stmt = pg_insert(users).from_select(list(columns), source)
     excluded = insert_stmt.excluded
     return insert_stmt.on_conflict_do_update(
@@ -677,14 +680,23 @@ def _probe(column: Column[Any], staged: Column[Any]) -> ColumnElement[bool]:
 
 
 _EXISTING: Final = users.alias("existing")
+_FIRST_ROW: Final = _STAGING.alias("first_row")
+#: Whether the first row's email exists (one look-up). If so, the rows are tried the update's way
+#: (:data:`_UPDATED`, then :data:`_INSERTED`); if not, the insert's way (:data:`_UPSERTED_FIRST`).
+#: Either gives the same result; the first row only guesses which one costs less.
+_FIRST_EXISTS: Final = exists().where(
+    _EXISTING.c.email
+    == select(_FIRST_ROW.c.email).where(_FIRST_ROW.c.position == 0).limit(1).scalar_subquery()
+)
 _CHANGED: Final = tuple_(users.c.username, users.c.hashed_password).is_distinct_from(
     tuple_(_STAGING.c.username, _STAGING.c.hashed_password)
 )
-#: The staged rows whose email exists and whose values differ, updated in the staging table's
-#: order (a row that would not change is not written); their positions and ids.
+#: The update's way, first: the staged rows whose email exists and whose values differ, updated
+#: in the staging table's order (a row that would not change is not written), without the row
+#: lock that ``ON CONFLICT`` takes first; their positions and ids.
 _UPDATED: Final = (
     update(users)
-    .where(_probe(users.c.email, _STAGING.c.email), _CHANGED)
+    .where(_FIRST_EXISTS, _probe(users.c.email, _STAGING.c.email), _CHANGED)
     .values(
         username=_STAGING.c.username,
         hashed_password=_STAGING.c.hashed_password,
@@ -694,17 +706,18 @@ _UPDATED: Final = (
     .returning(_STAGING.c.position, users.c.id)
     .cte("updated")
 )
-#: Once the update is done, and only if it did not cover every row: the staged rows whose email
-#: does not exist and whose username nobody holds (as the statement's snapshot saw them), in the
-#: rows' order. Such a row cannot depend on the order of the others: its username is free
-#: before any of them and is freed by none. A concurrent insert of the email or the username
-#: fails the statement (unique violation) rather than being waited for and updated.
+#: The update's way, then, once the update is done and only if it did not cover every row: the
+#: staged rows whose email does not exist and whose username nobody holds (as the statement's
+#: snapshot saw them), inserted in the rows' order. Such a row cannot depend on the order of the
+#: others: its username is free before any of them and freed by none. A concurrent insert of
+#: its email or username fails the statement (unique violation) rather than being waited for.
 _INSERTED: Final = (
     pg_insert(users)
     .from_select(
         ["email", "username", "hashed_password"],
         select(_STAGING.c.email, _STAGING.c.username, _STAGING.c.hashed_password)
         .where(
+            _FIRST_EXISTS,
             select(func.count()).select_from(_UPDATED).scalar_subquery()
             < bindparam("count", type_=Integer),
             ~exists().where(_probe(_EXISTING.c.email, _STAGING.c.email)),
@@ -715,6 +728,12 @@ _INSERTED: Final = (
     .returning(users.c.id, users.c.email)
     .cte("inserted")
 )
+#: The insert's way: all rows one by one in their order, as :data:`_UPSERT_RETURNING_IDS` (a
+#: row's email looked up once, by ``ON CONFLICT``; the update's way would look a new row's email
+#: up three times).
+_UPSERTED_FIRST: Final = (
+    _upsert_from_staging(~_FIRST_EXISTS).returning(users.c.id, users.c.email).cte("upserted")
+)
 _UPDATED_AGG: Final = (
     select(
         func.count().label("n"),
@@ -724,28 +743,29 @@ _UPDATED_AGG: Final = (
     .select_from(_UPDATED)
     .subquery("u")
 )
-_INSERTED_AGG: Final = (
+_WRITTEN: Final = union_all(
+    select(_INSERTED.c.id, _INSERTED.c.email), select(_UPSERTED_FIRST.c.id, _UPSERTED_FIRST.c.email)
+).subquery("written")  # one of the two is empty
+_WRITTEN_AGG: Final = (
     select(
         func.count().label("n"),
-        func.string_agg(_INSERTED.c.id.cast(Text), literal_column("','")).label("ids"),
-        func.string_agg(_INSERTED.c.email, bindparam("sep", type_=Text)).label("emails"),
+        func.string_agg(_WRITTEN.c.id.cast(Text), literal_column("','")).label("ids"),
+        func.string_agg(_WRITTEN.c.email, bindparam("sep", type_=Text)).label("emails"),
     )
-    .select_from(_INSERTED)
-    .subquery("i")
+    .select_from(_WRITTEN)
+    .subquery("w")
 )
-#: The fast way to apply the staged rows (see :meth:`UserRepository.copy_upsert`): one update of
-#: the changed rows and one insert of the new ones, each row's email looked up once by the
-#: update and once more only for the rows it did not write; no row lock for a row written, no
-#: sequence value for a row not inserted. Gives the update's count, positions and ids, and the
-#: insert's count, ids and emails (joined with ``sep``).
+#: The fast way to apply the staged rows (see :meth:`UserRepository.copy_upsert`), in one
+#: statement. Gives the update's count, positions and ids, and the count, ids and emails
+#: (joined with ``sep``) of the rows the inserts wrote, in the order they wrote them.
 _APPLY_STAGED: Final = select(
     _UPDATED_AGG.c.n,
     _UPDATED_AGG.c.positions,
     _UPDATED_AGG.c.ids,
-    _INSERTED_AGG.c.n,
-    _INSERTED_AGG.c.ids,
-    _INSERTED_AGG.c.emails,
-).select_from(_UPDATED_AGG.join(_INSERTED_AGG, true()))
+    _WRITTEN_AGG.c.n,
+    _WRITTEN_AGG.c.ids,
+    _WRITTEN_AGG.c.emails,
+).select_from(_UPDATED_AGG.join(_WRITTEN_AGG, true()))
 #: The ids of the staged rows that are stored exactly as staged, in the rows' order (one look-up
 #: per row, as for :data:`_IDS_FROM_STAGING`; a row stored otherwise, or not at all, has none).
 _STORED_AS_STAGED: Final = _ids(

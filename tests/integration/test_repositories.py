@@ -555,7 +555,12 @@ def test_copy_upsert_mixes_new_changed_unchanged_and_repeated_rows() -> None:
         assert UserRepository(conn).get_by_ids([changed.id])[changed.id] == stored[changed.id]
 
 
-def test_copy_upsert_of_new_and_changed_rows_gives_the_ids_in_input_order() -> None:
+@pytest.mark.parametrize("first_exists", [False, True])
+def test_copy_upsert_of_new_and_changed_rows_gives_the_ids_in_input_order(
+    first_exists: bool,
+) -> None:
+    # The first row's email decides which way is tried first (the insert's or the update's):
+    # both give the same result.
     old = [make_user() for _ in range(3)]
     rows = [
         user_values(),
@@ -564,15 +569,54 @@ def test_copy_upsert_of_new_and_changed_rows_gives_the_ids_in_input_order() -> N
         {**user_values(), "email": old[0].email},
         user_values(),
     ]
+    if first_exists:
+        rows.insert(0, {**user_values(), "email": old[1].email})
+    counter = StatementCounter()
     with layer_db.transaction() as conn:
-        ids = UserRepository(conn).copy_upsert(rows)
+        event.listen(conn, "before_cursor_execute", counter)
+        try:
+            ids = UserRepository(conn).copy_upsert(rows)
+        finally:
+            event.remove(conn, "before_cursor_execute", counter)
         by_email = {
             row.email: row.id
             for row in conn.execute(select(tables.users.c.email, tables.users.c.id))
         }
+        stored = UserRepository(conn).get_by_ids(ids)
     assert ids == [by_email[row["email"]] for row in rows]
-    assert (ids[1], ids[3]) == (old[2].id, old[0].id)
-    assert ids[0] < ids[2] < ids[4]
+    new = [id_ for id_ in ids if id_ not in {user.id for user in old}]
+    assert new == sorted(new)  # new users numbered in input order
+    assert [stored[id_].username for id_ in ids] == [row["username"] for row in rows]
+    assert not any(s.startswith("ROLLBACK") for s in counter.statements)  # no second try
+
+
+def test_copy_upsert_the_update_way_with_unchanged_and_new_rows() -> None:
+    # First row exists: the changed row is updated, the new one inserted, the unchanged one left
+    # alone and found stored as given; its row keeps its version and updated_at.
+    changed, unchanged = make_user(), make_user()
+    rows = [
+        {**user_values(), "email": changed.email},
+        {
+            "email": unchanged.email,
+            "username": unchanged.username,
+            "hashed_password": unchanged.hashed_password,
+        },
+        user_values(),
+    ]
+    counter = StatementCounter()
+    with layer_db.transaction() as conn:
+        event.listen(conn, "before_cursor_execute", counter)
+        try:
+            ids = UserRepository(conn).copy_upsert(rows)
+        finally:
+            event.remove(conn, "before_cursor_execute", counter)
+        stored = UserRepository(conn).get_by_ids(ids)
+    assert ids[:2] == [changed.id, unchanged.id]
+    assert stored[ids[2]].email == rows[2]["email"]
+    assert stored[changed.id].version == changed.version + 1
+    assert stored[unchanged.id] == unchanged
+    words = [s.split(None, 1)[0] for s in counter.statements]
+    assert words == ["CREATE", "SAVEPOINT", "WITH", "SELECT", "RELEASE", "DROP"]
 
 
 def test_copy_upsert_looks_users_up_per_staged_row_whatever_the_statistics() -> None:
