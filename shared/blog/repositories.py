@@ -443,7 +443,8 @@ class UserRepository(Repository[UserRecord]):
         if not emails:
             return []
         count = len(emails)
-        data = copy_columns(list(map(str, range(count))), emails, usernames, hashes)
+        positions = list(map(str, range(count)))
+        data = copy_columns(positions, emails, usernames, hashes)
         connection = self.connection
         create, drop = _staging_ddl(connection.dialect)
         connection.exec_driver_sql(create)
@@ -460,7 +461,7 @@ class UserRepository(Repository[UserRecord]):
         result: list[int] | None = None
         try:
             with connection.begin_nested():
-                result = self._apply_staged(emails, sep)
+                result = self._apply_staged(emails, sep, ",".join(positions))
                 if result is None:
                     raise _Undo
         except _Undo:
@@ -474,10 +475,11 @@ class UserRepository(Repository[UserRecord]):
         assert len(result) == count  # every row is inserted, updated or unchanged by now
         return result
 
-    def _apply_staged(self, emails: list[str], sep: str | None) -> list[int] | None:
+    def _apply_staged(self, emails: list[str], sep: str | None, in_order: str) -> list[int] | None:
         """The staged rows applied by :data:`_APPLY_STAGED`; their ids, or None when it cannot
         tell that the result is the one :meth:`_upsert_staged_in_order` gives (the caller then
-        rolls it back and applies the rows that way)."""
+        rolls it back and applies the rows that way). ``in_order``: every position, in order,
+        joined with commas."""
         count = len(emails)
         connection = self.connection
         updated, positions, updated_ids, inserted, inserted_ids, written = connection.execute(
@@ -485,7 +487,7 @@ class UserRepository(Repository[UserRecord]):
         ).one()
         if updated == count:
             # Every row existed and changed: the ids are the update's, if it went in order.
-            if positions != ",".join(map(str, range(count))):
+            if positions != in_order:
                 return None
             return _int_list(updated_ids)
         placed: list[int | None] = [None] * count
