@@ -141,8 +141,8 @@ bench-cold: $(STAMP) bench-build ## Cold start of every function against FastAPI
 	$(BIN)/python -m benchmarks --python313 "$(PYTHON313)" --only cold --out .bench/cold.json $(BENCH_ARGS)
 
 # The import part of `make bench` alone (no builds needed): ImportUsersFunction's handler against
-# raw COPY through the same TLS front; BENCH_ARGS="--import-rounds 7" for more rounds. Its JSON goes
-# to .bench/import.json.
+# raw COPY through the same TLS front, 7 rounds (BENCH_ARGS="--import-rounds N" for another
+# number). Its JSON goes to .bench/import.json.
 bench-import: $(STAMP) ## Import throughput (new, conflicting, redelivered users) against raw COPY
 	$(BIN)/python -m benchmarks --only import --out .bench/import.json $(BENCH_ARGS)
 

@@ -82,7 +82,7 @@ def _arguments(argv: list[str] | None) -> argparse.Namespace:
     args.warmup = 5 if quick else 30
     args.cold_samples = args.cold_samples or (3 if quick else 15)
     args.import_users = args.import_users or (2_000 if quick else 10_000)
-    args.import_rounds = args.import_rounds or (1 if quick else 3)
+    args.import_rounds = args.import_rounds or (1 if quick else 7)
     return args
 
 

@@ -1,6 +1,6 @@
 """Import throughput: users through ImportUsersFunction's handler, against raw COPY.
 
-    .venv/bin/python -m benchmarks.bench_import [--users 10000] [--rounds 3]
+    .venv/bin/python -m benchmarks.bench_import [--users 10000] [--rounds 7]
 
 Runs on an embedded PostgreSQL (or ``DATABASE_URL``), in one process. Each round times, in turn:
 one message of new users through the handler, the same users again with new usernames (every row
@@ -131,7 +131,7 @@ def _timed(action: Callable[[], object]) -> float:
     return time.perf_counter() - started
 
 
-def measure(users: int = 10_000, rounds: int = 3) -> dict[str, Any]:
+def measure(users: int = 10_000, rounds: int = 7) -> dict[str, Any]:
     """Time the import of ``users`` pre-hashed users, ``rounds`` times; JSON-ready results.
 
     Uses ``DATABASE_URL`` if set (its ``users`` and ``posts`` tables are emptied), else an
@@ -242,7 +242,7 @@ def main() -> int:
     """Measure and print the table."""
     parser = argparse.ArgumentParser()
     parser.add_argument("--users", type=int, default=10_000)
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--json", action="store_true", help="print the results as JSON")
     args = parser.parse_args()
     results = measure(args.users, args.rounds)

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import lru_cache
 from operator import itemgetter
-from typing import TYPE_CHECKING, Any, ClassVar, Final, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, Final, Generic, TypeVar, cast
 
 from sqlalchemy import (
     Column,
@@ -26,23 +26,29 @@ from sqlalchemy import (
     Table,
     Text,
     and_,
+    any_,
     bindparam,
     case,
     column,
     delete,
+    exists,
     func,
     insert,
     literal_column,
     or_,
     select,
+    true,
     tuple_,
+    union_all,
     update,
 )
-from sqlalchemy.dialects.postgresql import ARRAY, JSONB, aggregate_order_by
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB, aggregate_order_by, array
 from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.schema import CreateTable, DropTable
 
 from blog.config import get_settings
+from blog.db import sqlstate
 from blog.domain import (
     ACCOUNT_WIDE,
     STATUS_ACTIVE,
@@ -399,14 +405,27 @@ class UserRepository(Repository[UserRecord]):
         """:meth:`upsert` for big batches: the rows are streamed with ``COPY``, not bound.
 
         The rows go into a temporary table of the transaction (text ``COPY``, every value
-        escaped, never part of the SQL), then into ``users`` with one ``INSERT … SELECT …
-        ON CONFLICT (email) DO UPDATE`` in input order, which also gives the ids (looked up
-        by email when it did not write every row); the table is dropped at once. As with
-        :meth:`upsert`, repeated emails collapse to the last row (at the first one's place), a
-        username taken by another email raises ``DuplicateError``, ``updated_at`` changes only
-        with the row, and applying the same rows twice is idempotent; moreover a row that would
-        not change is not written at all (only locked, as an update would). Returns the ids of
-        all given emails, in first-seen order.
+        escaped, never part of the SQL), which is dropped at the end. As with :meth:`upsert`,
+        repeated emails collapse to the last row (at the first one's place), a username taken by
+        another email raises ``DuplicateError``, ``updated_at`` and ``version`` change only with
+        the row, and applying the same rows twice is idempotent: a row that would not change is
+        not written at all. The rows take effect as if applied one by one in their order (a
+        username given up by one row may be taken by a later one, not by an earlier one), and
+        new users are numbered in that order. Returns the ids of all given emails, in first-seen
+        order.
+
+        In a savepoint, one statement (:data:`_APPLY_STAGED`) first updates the rows whose email
+        exists and whose values differ, in the rows' order, then, unless that covered every
+        row, inserts those whose email does not exist and whose username nobody holds; no row
+        lock and no sequence value is spent on a row it does not need them for. When the ids it
+        returns account for every row, they are the answer; else the rows it left alone must
+        now be stored exactly as given (unchanged rows; one look-up per row gives all the ids).
+        Otherwise (a new row taking a username another row gives up, an email inserted
+        concurrently, a unique violation, an order it cannot confirm), the savepoint is rolled
+        back and the rows are applied one by one in their order by ``INSERT … SELECT … ON
+        CONFLICT (email) DO UPDATE`` (:meth:`_upsert_staged_in_order`), which waits for and then
+        updates a concurrently inserted email and raises ``DuplicateError`` where the order
+        makes one.
 
         Behind RDS Proxy, a temporary table pins the client connection to its database
         connection until it closes: with NullPool, until the end of the unit of work.
@@ -424,7 +443,8 @@ class UserRepository(Repository[UserRecord]):
         if not emails:
             return []
         count = len(emails)
-        data = copy_text(list(zip(map(str, range(count)), emails, usernames, hashes, strict=True)))
+        positions = list(map(str, range(count)))
+        data = copy_columns(positions, emails, usernames, hashes)
         connection = self.connection
         create, drop = _staging_ddl(connection.dialect)
         connection.exec_driver_sql(create)
@@ -434,26 +454,89 @@ class UserRepository(Repository[UserRecord]):
             cursor.execute(_COPY_INTO_STAGING, stream=[data])
         finally:
             cursor.close()
-        # The upsert returns the ids and emails of the rows it wrote, in the order it wrote them.
-        # When those are all the emails in the rows' order (the order it writes in; checked, not
-        # assumed: the emails joined with a character that none of them holds), the ids are the
-        # answer; else (unchanged rows, or another order) they are looked up by email.
+        # Emails joined with a character that none of them holds say in one comparison whether
+        # rows were written in the rows' order (None: every candidate occurs in some email).
         every = "".join(emails)
         sep = next((c for c in _SEPARATORS if c not in every), None)
+        result: list[int] | None = None
+        try:
+            with connection.begin_nested():
+                result = self._apply_staged(emails, sep, ",".join(positions))
+                if result is None:
+                    raise _Undo
+        except _Undo:
+            pass
+        except DBAPIError as error:
+            if sqlstate(error) != _UNIQUE_VIOLATION:
+                raise
+        if result is None:
+            result = self._upsert_staged_in_order(emails, sep)
+        connection.exec_driver_sql(drop)
+        assert len(result) == count  # every row is inserted, updated or unchanged by now
+        return result
+
+    def _apply_staged(self, emails: list[str], sep: str | None, in_order: str) -> list[int] | None:
+        """The staged rows applied by :data:`_APPLY_STAGED`; their ids, or None when it cannot
+        tell that the result is the one :meth:`_upsert_staged_in_order` gives (the caller then
+        rolls it back and applies the rows that way). ``in_order``: every position, in order,
+        joined with commas."""
+        count = len(emails)
+        connection = self.connection
+        updated, positions, updated_ids, inserted, inserted_ids, written = connection.execute(
+            _APPLY_STAGED, {"count": count, "sep": sep or ","}
+        ).one()
+        if updated == count:
+            # Every row existed and changed: the ids are the update's, if it went in order.
+            if positions != in_order:
+                return None
+            return _int_list(updated_ids)
+        placed: list[int | None] = [None] * count
+        if updated:
+            at = _int_list(positions)
+            if any(b <= a for a, b in zip(at, at[1:], strict=False)):
+                return None  # not in the rows' order: a username moved could differ
+            for position, id_ in zip(at, _int_list(updated_ids), strict=True):
+                placed[position] = id_
+        if updated + inserted == count and sep is not None:
+            # The rest were inserted, in the rows' order if their emails say so.
+            rest = [p for p, id_ in enumerate(placed) if id_ is None]
+            if written == sep.join(emails[p] for p in rest):
+                for position, id_ in zip(rest, _int_list(inserted_ids), strict=True):
+                    placed[position] = id_
+                return cast("list[int]", placed)
+        # Some rows were left alone (unchanged, or not safe to insert here): the result stands if
+        # every row is now stored as given; then the ids are those rows'.
+        stored = connection.execute(_STORED_AS_STAGED).scalar_one()
+        ids = [] if stored is None else _int_list(stored)
+        return ids if len(ids) == count else None
+
+    def _upsert_staged_in_order(self, emails: list[str], sep: str | None) -> list[int]:
+        """The staged rows applied one by one in their order (:data:`_UPSERT_RETURNING_IDS`)."""
+        connection = self.connection
         ids, written = connection.execute(_UPSERT_RETURNING_IDS, {"sep": sep or ","}).one()
         if sep is None or written is None or written != sep.join(emails):
             ids = connection.execute(_IDS_FROM_STAGING).scalar_one()
-        connection.exec_driver_sql(drop)
         assert ids is not None
-        result = [int(id_) for id_ in ids.split(",")]
-        assert len(result) == count  # every row is inserted, updated or locked by now
-        return result
+        return _int_list(ids)
 
     def hashes_by_email(self, emails: Iterable[str]) -> dict[str, str]:
         """The stored password hashes of those of ``emails`` that exist."""
         wanted = [normalize_email(e) for e in emails]
         stmt = select(users.c.email, users.c.hashed_password).where(users.c.email.in_(wanted))
         return {row.email: row.hashed_password for row in self.connection.execute(stmt)}
+
+
+class _Undo(Exception):
+    """Raised in :meth:`UserRepository.copy_upsert`'s savepoint to roll the fast way back."""
+
+
+#: SQLSTATE unique_violation.
+_UNIQUE_VIOLATION: Final = "23505"
+
+
+def _int_list(text: str) -> list[int]:
+    """Ids (or positions) joined with commas by ``string_agg``."""
+    return list(map(int, text.split(",")))
 
 
 def _user_values(row: Mapping[str, Any]) -> dict[str, Any]:
@@ -495,6 +578,27 @@ def copy_text(rows: Sequence[Sequence[str | None]]) -> bytes:
     return text.encode()
 
 
+def copy_columns(*columns: Sequence[str | None]) -> bytes:
+    """:func:`copy_text` of the rows that these columns (of equal length) make, without making
+    the rows when no value needs escaping (then the columns are joined in one pass in C)."""
+    count = len(columns[0]) if columns else 0
+    if not count:
+        return b""
+    try:
+        text = "\n".join(map("\t".join, zip(*columns, strict=True))) + "\n"
+    except TypeError:  # a None
+        text = ""
+    if (
+        not text
+        or text.count("\t") != (len(columns) - 1) * count
+        or text.count("\n") != count
+        or "\\" in text
+        or "\r" in text
+    ):
+        return copy_text(list(zip(*columns, strict=True)))
+    return text.encode()
+
+
 #: Where :meth:`UserRepository.copy_upsert` stages rows: a temporary table, private to the
 #: session and dropped at the latest when the transaction commits.
 _STAGING: Final = Table(
@@ -521,9 +625,11 @@ def _staging_ddl(dialect: Dialect) -> tuple[str, str]:
     )
 
 
-def _upsert_from_staging() -> Any:
+def _upsert_from_staging(*where: ColumnElement[bool]) -> Any:
     columns = ("email", "username", "hashed_password")
-    source = select(*(_STAGING.c[name] for name in columns)).order_by(_STAGING.c.position)
+    source = (
+        select(*(_STAGING.c[name] for name in columns)).where(*where).order_by(_STAGING.c.position)
+    )
     insert_stmt = pg_insert(users).from_select(list(columns), source)
     excluded = insert_stmt.excluded
     return insert_stmt.on_conflict_do_update(
@@ -566,6 +672,113 @@ _UPSERT_RETURNING_IDS: Final = select(
 ).select_from(_UPSERTED)
 #: What the written emails are joined with: the first of these that no email holds.
 _SEPARATORS: Final = ("\n", "\t", " ", ",")
+
+
+def _probe(column: Column[Any], staged: Column[Any]) -> ColumnElement[bool]:
+    """``column = ANY (ARRAY[staged])``: an index condition for each staged row, which no hash or
+    merge join can use, so ``users`` is probed per staged row (a nested loop over the staging
+    table, in its order) and never read whole, whatever the planner thinks of the sizes."""
+    return column == any_(array([staged]))
+
+
+_EXISTING: Final = users.alias("existing")
+_FIRST_ROW: Final = _STAGING.alias("first_row")
+#: Whether the first row's email exists (one look-up). If so, the rows are tried the update's way
+#: (:data:`_UPDATED`, then :data:`_INSERTED`); if not, the insert's way (:data:`_UPSERTED_FIRST`).
+#: Either gives the same result; the first row only guesses which one costs less.
+_FIRST_EXISTS: Final = exists().where(
+    _EXISTING.c.email
+    == select(_FIRST_ROW.c.email).where(_FIRST_ROW.c.position == 0).limit(1).scalar_subquery()
+)
+_CHANGED: Final = tuple_(users.c.username, users.c.hashed_password).is_distinct_from(
+    tuple_(_STAGING.c.username, _STAGING.c.hashed_password)
+)
+#: The update's way, first: the staged rows whose email exists and whose values differ, updated
+#: in the staging table's order (a row that would not change is not written), without the row
+#: lock that ``ON CONFLICT`` takes first; their positions and ids.
+_UPDATED: Final = (
+    update(users)
+    .where(_FIRST_EXISTS, _probe(users.c.email, _STAGING.c.email), _CHANGED)
+    .values(
+        username=_STAGING.c.username,
+        hashed_password=_STAGING.c.hashed_password,
+        updated_at=func.now(),
+        version=users.c.version + 1,
+    )
+    .returning(_STAGING.c.position, users.c.id)
+    .cte("updated")
+)
+#: The update's way, then, once the update is done and only if it did not cover every row: the
+#: staged rows whose email does not exist and whose username nobody holds (as the statement's
+#: snapshot saw them), inserted in the rows' order. Such a row cannot depend on the order of the
+#: others: its username is free before any of them and freed by none. A concurrent insert of
+#: its email or username fails the statement (unique violation) rather than being waited for.
+_INSERTED: Final = (
+    pg_insert(users)
+    .from_select(
+        ["email", "username", "hashed_password"],
+        select(_STAGING.c.email, _STAGING.c.username, _STAGING.c.hashed_password)
+        .where(
+            _FIRST_EXISTS,
+            select(func.count()).select_from(_UPDATED).scalar_subquery()
+            < bindparam("count", type_=Integer),
+            ~exists().where(_probe(_EXISTING.c.email, _STAGING.c.email)),
+            ~exists().where(_probe(_EXISTING.c.username, _STAGING.c.username)),
+        )
+        .order_by(_STAGING.c.position),
+    )
+    .returning(users.c.id, users.c.email)
+    .cte("inserted")
+)
+#: The insert's way: all rows one by one in their order, as :data:`_UPSERT_RETURNING_IDS` (a
+#: row's email looked up once, by ``ON CONFLICT``; the update's way would look a new row's email
+#: up three times).
+_UPSERTED_FIRST: Final = (
+    _upsert_from_staging(~_FIRST_EXISTS).returning(users.c.id, users.c.email).cte("upserted")
+)
+_UPDATED_AGG: Final = (
+    select(
+        func.count().label("n"),
+        func.string_agg(_UPDATED.c.position.cast(Text), literal_column("','")).label("positions"),
+        func.string_agg(_UPDATED.c.id.cast(Text), literal_column("','")).label("ids"),
+    )
+    .select_from(_UPDATED)
+    .subquery("u")
+)
+_WRITTEN: Final = union_all(
+    select(_INSERTED.c.id, _INSERTED.c.email), select(_UPSERTED_FIRST.c.id, _UPSERTED_FIRST.c.email)
+).subquery("written")  # one of the two is empty
+_WRITTEN_AGG: Final = (
+    select(
+        func.count().label("n"),
+        func.string_agg(_WRITTEN.c.id.cast(Text), literal_column("','")).label("ids"),
+        func.string_agg(_WRITTEN.c.email, bindparam("sep", type_=Text)).label("emails"),
+    )
+    .select_from(_WRITTEN)
+    .subquery("w")
+)
+#: The fast way to apply the staged rows (see :meth:`UserRepository.copy_upsert`), in one
+#: statement. Gives the update's count, positions and ids, and the count, ids and emails
+#: (joined with ``sep``) of the rows the inserts wrote, in the order they wrote them.
+_APPLY_STAGED: Final = select(
+    _UPDATED_AGG.c.n,
+    _UPDATED_AGG.c.positions,
+    _UPDATED_AGG.c.ids,
+    _WRITTEN_AGG.c.n,
+    _WRITTEN_AGG.c.ids,
+    _WRITTEN_AGG.c.emails,
+).select_from(_UPDATED_AGG.join(_WRITTEN_AGG, true()))
+#: The ids of the staged rows that are stored exactly as staged, in the rows' order (one look-up
+#: per row, as for :data:`_IDS_FROM_STAGING`; a row stored otherwise, or not at all, has none).
+_STORED_AS_STAGED: Final = _ids(
+    select(users.c.id)
+    .where(
+        users.c.email == _STAGING.c.email,
+        users.c.username == _STAGING.c.username,
+        users.c.hashed_password == _STAGING.c.hashed_password,
+    )
+    .scalar_subquery()
+)
 
 
 #: What a list shows of a user: never the password hash.

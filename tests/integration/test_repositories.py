@@ -13,10 +13,14 @@ from blog import tables
 from blog.domain import STATUS_INACTIVE
 from blog.errors import DuplicateError, ValidationError
 from blog.repositories import (
+    _APPLY_STAGED,
+    _COPY_INTO_STAGING,
     MAX_OFFSET,
     PageRequest,
     PostRepository,
     UserRepository,
+    _staging_ddl,
+    copy_columns,
     like_pattern,
     page_bounds,
 )
@@ -465,19 +469,189 @@ def test_copy_upsert_ids_match_their_emails_whatever_characters_the_emails_hold(
         assert ids == [stored[email] for email in emails]
 
 
-def test_copy_upsert_is_a_fixed_number_of_statements() -> None:
-    counter = StatementCounter()
+@pytest.mark.parametrize("existing", [False, True])
+def test_copy_upsert_is_a_fixed_number_of_statements(existing: bool) -> None:
     rows = [user_values(hashed_password="h") for _ in range(500)]
+    if existing:  # every row then exists and changes
+        with layer_db.transaction() as conn:
+            UserRepository(conn).copy_upsert(rows)
+        rows = [{**row, "hashed_password": "changed"} for row in rows]
+    counter = StatementCounter()
     with layer_db.transaction() as conn:
         event.listen(conn, "before_cursor_execute", counter)
         try:
             UserRepository(conn).copy_upsert(rows)
         finally:
             event.remove(conn, "before_cursor_execute", counter)
-    # CREATE TEMPORARY TABLE, INSERT … SELECT with the ids, DROP TABLE (the COPY is the driver's):
-    # every row is new, so the ids come with the upsert and none is looked up afterwards
-    assert len(counter.statements) == 3
+    # CREATE TEMPORARY TABLE, SAVEPOINT, the update and insert with the ids, RELEASE SAVEPOINT,
+    # DROP TABLE (the COPY is the driver's): all rows are new or all change, so the ids come with
+    # the statement, nothing is looked up afterwards and nothing is applied a second time
+    assert [s.split(None, 1)[0] for s in counter.statements] == [
+        "CREATE",
+        "SAVEPOINT",
+        "WITH",
+        "RELEASE",
+        "DROP",
+    ]
     assert not any("example.com" in statement for statement in counter.statements)
+
+
+def test_copy_upsert_applies_rows_in_order_the_slow_way_only_when_it_must() -> None:
+    # A new user takes the username an existing one gives up: the fast way leaves that row
+    # alone, finds it missing, is rolled back, and the rows are applied one by one in their
+    # order (test_copy_upsert_is_a_fixed_number_of_statements: batches without such a row stay
+    # on the fast way).
+    make_user(email="a@example.com", username="old-a")
+    counter = StatementCounter()
+    with layer_db.transaction() as conn:
+        event.listen(conn, "before_cursor_execute", counter)
+        try:
+            UserRepository(conn).copy_upsert(
+                [
+                    user_values(email="a@example.com", username="new-a"),
+                    user_values(email="c@example.com", username="old-a"),
+                ]
+            )
+        finally:
+            event.remove(conn, "before_cursor_execute", counter)
+    words = [s.split(None, 1)[0] for s in counter.statements]
+    assert words == ["CREATE", "SAVEPOINT", "WITH", "SELECT", "ROLLBACK", "WITH", "DROP"]
+    with layer_db.transaction() as conn:
+        assert UserRepository(conn).get_by_email("c@example.com").username == "old-a"
+
+
+def test_copy_upsert_mixes_new_changed_unchanged_and_repeated_rows() -> None:
+    unchanged, changed, renamed = make_user(), make_user(), make_user()
+    same = {
+        "email": unchanged.email,
+        "username": unchanged.username,
+        "hashed_password": unchanged.hashed_password,
+    }
+    first_new, second_new = user_values(), user_values()
+    rows = [
+        first_new,
+        {**user_values(), "email": changed.email},  # replaced by the repeat below
+        same,
+        {**second_new, "email": second_new["email"].upper()},
+        {"email": renamed.email, "username": "renamed", "hashed_password": "h"},
+        {**user_values(), "email": changed.email.upper(), "username": "changed-last"},
+        second_new,  # the same as its first row, once normalized
+    ]
+    with layer_db.transaction() as conn:
+        repo = UserRepository(conn)
+        ids = repo.copy_upsert(rows)
+        assert len(ids) == 5
+        assert ids[1:3] == [changed.id, unchanged.id]
+        assert ids[4] == renamed.id
+        assert unchanged.id < ids[0] < ids[3]  # new users numbered in first-seen order
+        stored = {user.id: user for user in repo.get_by_ids(ids).values()}
+    assert stored[changed.id].username == "changed-last"
+    assert stored[changed.id].version == changed.version + 1
+    assert stored[renamed.id].username == "renamed"
+    assert stored[unchanged.id] == unchanged  # neither written nor versioned
+    assert (stored[ids[0]].email, stored[ids[3]].email) == (first_new["email"], second_new["email"])
+    with layer_db.transaction() as conn:
+        assert UserRepository(conn).copy_upsert(rows) == ids  # again: nothing changes
+        assert UserRepository(conn).get_by_ids([changed.id])[changed.id] == stored[changed.id]
+
+
+@pytest.mark.parametrize("first_exists", [False, True])
+def test_copy_upsert_of_new_and_changed_rows_gives_the_ids_in_input_order(
+    first_exists: bool,
+) -> None:
+    # The first row's email decides which way is tried first (the insert's or the update's):
+    # both give the same result.
+    old = [make_user() for _ in range(3)]
+    rows = [
+        user_values(),
+        {**user_values(), "email": old[2].email},
+        user_values(),
+        {**user_values(), "email": old[0].email},
+        user_values(),
+    ]
+    if first_exists:
+        rows.insert(0, {**user_values(), "email": old[1].email})
+    counter = StatementCounter()
+    with layer_db.transaction() as conn:
+        event.listen(conn, "before_cursor_execute", counter)
+        try:
+            ids = UserRepository(conn).copy_upsert(rows)
+        finally:
+            event.remove(conn, "before_cursor_execute", counter)
+        by_email = {
+            row.email: row.id
+            for row in conn.execute(select(tables.users.c.email, tables.users.c.id))
+        }
+        stored = UserRepository(conn).get_by_ids(ids)
+    assert ids == [by_email[row["email"]] for row in rows]
+    new = [id_ for id_ in ids if id_ not in {user.id for user in old}]
+    assert new == sorted(new)  # new users numbered in input order
+    assert [stored[id_].username for id_ in ids] == [row["username"] for row in rows]
+    assert not any(s.startswith("ROLLBACK") for s in counter.statements)  # no second try
+
+
+def test_copy_upsert_the_update_way_with_unchanged_and_new_rows() -> None:
+    # First row exists: the changed row is updated, the new one inserted, the unchanged one left
+    # alone and found stored as given; its row keeps its version and updated_at.
+    changed, unchanged = make_user(), make_user()
+    rows = [
+        {**user_values(), "email": changed.email},
+        {
+            "email": unchanged.email,
+            "username": unchanged.username,
+            "hashed_password": unchanged.hashed_password,
+        },
+        user_values(),
+    ]
+    counter = StatementCounter()
+    with layer_db.transaction() as conn:
+        event.listen(conn, "before_cursor_execute", counter)
+        try:
+            ids = UserRepository(conn).copy_upsert(rows)
+        finally:
+            event.remove(conn, "before_cursor_execute", counter)
+        stored = UserRepository(conn).get_by_ids(ids)
+    assert ids[:2] == [changed.id, unchanged.id]
+    assert stored[ids[2]].email == rows[2]["email"]
+    assert stored[changed.id].version == changed.version + 1
+    assert stored[unchanged.id] == unchanged
+    words = [s.split(None, 1)[0] for s in counter.statements]
+    assert words == ["CREATE", "SAVEPOINT", "WITH", "SELECT", "RELEASE", "DROP"]
+
+
+def test_copy_upsert_looks_users_up_per_staged_row_whatever_the_statistics() -> None:
+    # The fast way's plan reads users only through its indexes, even where reading the whole
+    # table would look cheaper to the planner (small tables, statistics on both): with 1,000,000
+    # users it must not read them all for 10,000 rows.
+    with layer_db.transaction() as conn:
+        UserRepository(conn).copy_upsert([user_values() for _ in range(2_000)])
+    rows = [user_values() for _ in range(1_000)]
+    with layer_db.transaction() as conn:
+        known = conn.execute(select(tables.users.c.email).limit(1_000)).scalars().all()
+        rows += [{**user_values(), "email": email} for email in known]
+        create, _ = _staging_ddl(conn.dialect)
+        conn.exec_driver_sql(create)
+        cursor = conn.connection.driver_connection.cursor()
+        columns = (
+            [str(n) for n in range(len(rows))],
+            *([row[name] for row in rows] for name in ("email", "username", "hashed_password")),
+        )
+        cursor.execute(_COPY_INTO_STAGING, stream=[copy_columns(*columns)])
+        conn.exec_driver_sql("ANALYZE users")
+        conn.exec_driver_sql("ANALYZE pg_temp.user_import")
+        compiled = _APPLY_STAGED.compile(dialect=conn.dialect)
+        params = {"count": len(rows), "sep": "\n"}
+        values = tuple(
+            params.get(name, compiled.params[name]) for name in compiled.positiontup or ()
+        )
+        plan = conn.exec_driver_sql(f"EXPLAIN (FORMAT JSON) {compiled}", values).scalar()
+    reads = [
+        node
+        for node in _plan_nodes(plan[0]["Plan"])
+        if node.get("Relation Name") == "users" and node["Node Type"] != "ModifyTable"
+    ]
+    assert {node.get("Index Name") for node in reads} == {"ix_users_email", "ix_users_username"}
+    assert {node["Node Type"] for node in reads} <= {"Index Scan", "Index Only Scan"}
 
 
 # --- posts ---------------------------------------------------------------------------------------

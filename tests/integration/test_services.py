@@ -356,3 +356,41 @@ def test_concurrent_imports_of_one_new_user_both_succeed() -> None:
     assert errors == []
     assert _stored("both@example.com")[1] in {"first", "second"}
     assert _counts() == (5, 0)
+
+
+@pytest.mark.usefixtures("committed_db")
+def test_concurrent_imports_changing_the_same_users_both_succeed_one_after_the_other() -> None:
+    # The second import's update waits for the first one's row locks, then writes on top of its
+    # committed rows: every user ends as one of the two imports left it, both versions counted.
+    existing = [make_user() for _ in range(3)]
+    hashed = user_values()["hashed_password"]
+    barrier = threading.Barrier(2)
+    errors: list[Exception] = []
+
+    def run(suffix: str) -> None:
+        rows = [
+            {
+                "email": user.email,
+                "username": f"{user.username}-{suffix}",
+                "hashed_password": hashed,
+            }
+            for user in existing
+        ]
+        barrier.wait()
+        try:
+            services.import_users(rows)
+        except Exception as error:  # reported below
+            errors.append(error)
+
+    threads = [threading.Thread(target=run, args=(suffix,)) for suffix in ("one", "two")]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    with layer_db.transaction() as conn:
+        stored = UserRepository(conn).get_by_ids([user.id for user in existing])
+    suffixes = {stored[user.id].username.removeprefix(f"{user.username}-") for user in existing}
+    assert len(suffixes) == 1
+    assert suffixes <= {"one", "two"}
+    assert [stored[user.id].version for user in existing] == [user.version + 2 for user in existing]

@@ -9,7 +9,7 @@ import pytest
 from pydantic import AfterValidator, StringConstraints, TypeAdapter, ValidationError
 
 from blog import schemas
-from blog.repositories import copy_text
+from blog.repositories import copy_columns, copy_text
 from blog.schemas import (
     IMPORT_MAX_USERS,
     ImportedUser,
@@ -249,3 +249,16 @@ def test_copy_text_escapes_what_copy_would_read_otherwise(
 def test_copy_text_refuses_a_lone_surrogate() -> None:
     with pytest.raises(UnicodeEncodeError):
         copy_text([("\ud800",)])
+
+
+@pytest.mark.parametrize(
+    "value", ["plain", "tab\there", "line\nfeed", "cr\rlf", "back\\slash", "\\N", "é😀", None, ""]
+)
+def test_copy_columns_writes_what_copy_text_writes_for_the_rows_they_make(
+    value: str | None,
+) -> None:
+    columns = (["1", "2", "3"], ["a@example.com", value, "c"], [value, "b", ""])
+    rows = list(zip(*columns, strict=True))
+    assert copy_columns(*columns) == copy_text(rows)
+    assert copy_columns(["1"], [value]) == copy_text([("1", value)])
+    assert copy_columns([], []) == copy_text([]) == b""
