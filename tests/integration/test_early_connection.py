@@ -69,6 +69,15 @@ def _wait_for_thread() -> None:
     assert not early.thread.is_alive()
 
 
+def _opened_during_init(database_url: str) -> int:
+    """Start the early connection, wait for it; the server process of the one it opened."""
+    before = _blog_backends(database_url)
+    assert layer_db.connect_during_init() is True
+    _wait_for_thread()
+    (opened,) = _blog_backends(database_url) - before  # one connection, before any unit of work
+    return opened
+
+
 def _backend_pid() -> int:
     with layer_db.transaction() as conn:
         return int(conn.scalar(text("SELECT pg_backend_pid()")))
@@ -87,19 +96,13 @@ def _gone(database_url: str, pid: int) -> bool:
 def test_an_on_demand_cold_start_opens_its_first_connection_during_the_import(
     cold: pytest.MonkeyPatch, database_url: str
 ) -> None:
-    # Given: the layer's connections before the cold start
-    before = _blog_backends(database_url)
+    # Given / When: the import starts the early connection, and it is done; one connection was
+    # opened before any unit of work ran
+    opened = _opened_during_init(database_url)
 
-    # When: the import starts the early connection, and it is done
-    assert layer_db.connect_during_init() is True
-    _wait_for_thread()
-    opened = _blog_backends(database_url) - before
-
-    # Then: one connection was opened before any unit of work ran
-    assert len(opened) == 1
-    # And: the first unit of work runs on it, and closes it (NullPool)
+    # Then: the first unit of work runs on it, and closes it (NullPool)
     first = _backend_pid()
-    assert {first} == opened
+    assert first == opened
     assert _gone(database_url, first)
     # And: the next unit of work opens a connection of its own
     assert _backend_pid() != first
@@ -142,10 +145,7 @@ def test_an_early_connection_that_waited_too_long_is_closed_and_a_new_one_used(
     cold: pytest.MonkeyPatch, database_url: str
 ) -> None:
     # Given: a connection opened during the import, older than its first unit of work may use
-    before = _blog_backends(database_url)
-    assert layer_db.connect_during_init() is True
-    _wait_for_thread()
-    (stale,) = _blog_backends(database_url) - before
+    stale = _opened_during_init(database_url)
     cold.setattr(layer_db, "EARLY_CONNECTION_MAX_AGE_S", 0.0)
     time.sleep(0.01)
 
@@ -208,10 +208,7 @@ def test_a_snapshot_holds_no_connection_opened_during_the_import(
     cold: pytest.MonkeyPatch, database_url: str
 ) -> None:
     # Given: a connection opened during the import (say the init type was misreported)
-    before = _blog_backends(database_url)
-    assert layer_db.connect_during_init() is True
-    _wait_for_thread()
-    (early,) = _blog_backends(database_url) - before
+    early = _opened_during_init(database_url)
 
     # When: the before-snapshot hook drops connections and credentials
     snapshot_state = snapstart.forget_connections_and_credentials

@@ -39,6 +39,18 @@ class StatementCounter:
         self.statements.append(statement)
 
 
+def copy_upsert_counting(rows: list[dict[str, Any]]) -> tuple[list[int], StatementCounter]:
+    """``copy_upsert(rows)`` in a unit of work of its own; the ids, and the statements it sent."""
+    counter = StatementCounter()
+    with layer_db.transaction() as conn:
+        event.listen(conn, "before_cursor_execute", counter)
+        try:
+            ids = UserRepository(conn).copy_upsert(rows)
+        finally:
+            event.remove(conn, "before_cursor_execute", counter)
+    return ids, counter
+
+
 # --- generic repository -------------------------------------------------------------------------
 
 
@@ -476,13 +488,7 @@ def test_copy_upsert_is_a_fixed_number_of_statements(existing: bool) -> None:
         with layer_db.transaction() as conn:
             UserRepository(conn).copy_upsert(rows)
         rows = [{**row, "hashed_password": "changed"} for row in rows]
-    counter = StatementCounter()
-    with layer_db.transaction() as conn:
-        event.listen(conn, "before_cursor_execute", counter)
-        try:
-            UserRepository(conn).copy_upsert(rows)
-        finally:
-            event.remove(conn, "before_cursor_execute", counter)
+    _, counter = copy_upsert_counting(rows)
     # CREATE TEMPORARY TABLE, SAVEPOINT, the update and insert with the ids, RELEASE SAVEPOINT,
     # DROP TABLE (the COPY is the driver's): all rows are new or all change, so the ids come with
     # the statement, nothing is looked up afterwards and nothing is applied a second time
@@ -502,18 +508,12 @@ def test_copy_upsert_applies_rows_in_order_the_slow_way_only_when_it_must() -> N
     # order (test_copy_upsert_is_a_fixed_number_of_statements: batches without such a row stay
     # on the fast way).
     make_user(email="a@example.com", username="old-a")
-    counter = StatementCounter()
-    with layer_db.transaction() as conn:
-        event.listen(conn, "before_cursor_execute", counter)
-        try:
-            UserRepository(conn).copy_upsert(
-                [
-                    user_values(email="a@example.com", username="new-a"),
-                    user_values(email="c@example.com", username="old-a"),
-                ]
-            )
-        finally:
-            event.remove(conn, "before_cursor_execute", counter)
+    _, counter = copy_upsert_counting(
+        [
+            user_values(email="a@example.com", username="new-a"),
+            user_values(email="c@example.com", username="old-a"),
+        ]
+    )
     words = [s.split(None, 1)[0] for s in counter.statements]
     assert words == ["CREATE", "SAVEPOINT", "WITH", "SELECT", "ROLLBACK", "WITH", "DROP"]
     with layer_db.transaction() as conn:
@@ -571,13 +571,8 @@ def test_copy_upsert_of_new_and_changed_rows_gives_the_ids_in_input_order(
     ]
     if first_exists:
         rows.insert(0, {**user_values(), "email": old[1].email})
-    counter = StatementCounter()
+    ids, counter = copy_upsert_counting(rows)
     with layer_db.transaction() as conn:
-        event.listen(conn, "before_cursor_execute", counter)
-        try:
-            ids = UserRepository(conn).copy_upsert(rows)
-        finally:
-            event.remove(conn, "before_cursor_execute", counter)
         by_email = {
             row.email: row.id
             for row in conn.execute(select(tables.users.c.email, tables.users.c.id))
@@ -603,13 +598,8 @@ def test_copy_upsert_the_update_way_with_unchanged_and_new_rows() -> None:
         },
         user_values(),
     ]
-    counter = StatementCounter()
+    ids, counter = copy_upsert_counting(rows)
     with layer_db.transaction() as conn:
-        event.listen(conn, "before_cursor_execute", counter)
-        try:
-            ids = UserRepository(conn).copy_upsert(rows)
-        finally:
-            event.remove(conn, "before_cursor_execute", counter)
         stored = UserRepository(conn).get_by_ids(ids)
     assert ids[:2] == [changed.id, unchanged.id]
     assert stored[ids[2]].email == rows[2]["email"]
