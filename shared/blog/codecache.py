@@ -112,21 +112,30 @@ def cached_compile(  # noqa: PLR0917 - the built-in's signature
     return builtins.compile(source, filename, mode, flags, True, optimize, **kwargs)
 
 
-def cached_exec(source: Any, globals_: Any = None, locals_: Any = None, /, **kwargs: Any) -> None:
+def _namespaces(args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Any, Any]:
+    """``globals`` and ``locals`` as the built-ins take them: by position, or (3.13) by name."""
+    globals_ = args[0] if args else kwargs.pop("globals", None)
+    locals_ = args[1] if len(args) > 1 else kwargs.pop("locals", None)
+    return globals_, locals_
+
+
+def cached_exec(source: Any, /, *args: Any, **kwargs: Any) -> None:
     """The built-in ``exec``, with source text compiled through the cache."""
+    globals_, locals_ = _namespaces(args, kwargs)
     if type(source) is str and not kwargs:
         source = _code(source, "<string>", "exec", _inherited(), -1)
     globals_, locals_ = _scopes(globals_, locals_)
     builtins.exec(source, globals_, locals_, **kwargs)
 
 
-def cached_eval(source: Any, globals_: Any = None, locals_: Any = None, /) -> Any:
+def cached_eval(source: Any, /, *args: Any, **kwargs: Any) -> Any:
     """The built-in ``eval``, with source text compiled through the cache (leading spaces and
     tabs dropped first, as the built-in does)."""
+    globals_, locals_ = _namespaces(args, kwargs)
     if type(source) is str:
         source = _code(source.lstrip(" \t"), "<string>", "eval", _inherited(), -1)
     globals_, locals_ = _scopes(globals_, locals_)
-    return builtins.eval(source, globals_, locals_)
+    return builtins.eval(source, globals_, locals_, **kwargs)
 
 
 #: Where a cold start compiles text: each module, and the name through which it calls the
