@@ -11,7 +11,6 @@ cache (:mod:`blog.codecache`).
 
 import gc as _gc
 import os as _os
-import sys as _sys
 
 # Only where Lambda runs the code (Powertools' own test, LAMBDA_TASK_ROOT): tests, local tools
 # and the migration function keep the collector as it is.
@@ -23,19 +22,20 @@ if _paused:
 # blog.codecache) until the first invocation ends; CODE_CACHE=off turns that off, a path names
 # another cache file.
 _code_cache = _os.environ.get("CODE_CACHE", "")
+_caching = False
 if _os.environ.get("LAMBDA_TASK_ROOT") and _code_cache.lower() not in {"off", "false", "0"}:
     from blog import codecache as _codecache
 
-    _codecache.start(_code_cache or _codecache.DEFAULT_PATH)
+    _caching = _codecache.start(_code_cache or _codecache.DEFAULT_PATH)
 
 
 def end_cold_start() -> None:
     """Freeze what the cold start allocated and resume the collector, if it was paused, and stop
-    compiling through the code cache; once."""
-    global _paused  # noqa: PLW0603 - one flag per process
-    codecache = _sys.modules.get("blog.codecache")
-    if codecache is not None:
-        codecache.stop()
+    compiling through the code cache, if it was used; once (later calls do nothing)."""
+    global _paused, _caching  # noqa: PLW0603 - one flag each per process
+    if _caching:
+        _caching = False
+        _codecache.stop()
     if _paused:
         _paused = False
         _gc.freeze()
