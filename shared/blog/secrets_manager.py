@@ -59,10 +59,8 @@ _kept: dict[str, _Kept] = {}
 def read_secret(arn: str, *, max_age: int, refresh: bool = False) -> str:
     """The secret's string, from the process's cache when younger than ``max_age`` seconds;
     ``refresh=True`` reads it from Secrets Manager itself (a rotation)."""
-    kept = _kept.get(arn)
-    now = time.monotonic()
-    if kept is not None and not refresh and now - kept.read_at < max_age:
-        return kept.value
+    if not refresh and is_kept(arn, max_age=max_age):
+        return _kept[arn].value
     if refresh or not extension_usable():
         value = _through_sdk(arn)
     else:
