@@ -12,10 +12,8 @@ Standard library only: it runs on the machine's python3, without .venv.
 from __future__ import annotations
 
 import argparse
-import marshal
 import re
 import sys
-import zlib
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -68,8 +66,6 @@ def lazy_reexports() -> list[str]:
     return match.group(1).split() if match else []
 
 
-#: The code cache's header, up to the bytecode magic number (shared/blog/codecache.py).
-CODE_CACHE_FORMAT = b"blog-code-cache-1\n"
 #: Fewer texts than this, and the recording missed the functions' imports.
 CODE_CACHE_MIN_TEXTS = 200
 
@@ -77,19 +73,22 @@ CODE_CACHE_MIN_TEXTS = 200
 def code_cache_problems(layer: Path) -> list[str]:
     """What is wrong with the layer's code cache: missing, of another interpreter's bytecode
     than the layer's ``.pyc`` files, unreadable, or nearly empty."""
+    if str(REPO / "shared") not in sys.path:
+        sys.path.insert(0, str(REPO / "shared"))
+    from blog.codecache import FORMAT, decode  # noqa: PLC0415 - the layer's reader, any Python
+
     cache = layer / "blog" / "codecache.bin"
     if not cache.is_file():
         return ["SharedLayer: no python/blog/codecache.bin (lambda_build/record_code_cache.py)"]
     data = cache.read_bytes()
     pyc = next(layer.joinpath("blog").rglob(f"*.{PYC_TAG}.pyc"), None)
     magic = pyc.read_bytes()[:4] if pyc is not None else b""
-    if not data.startswith(CODE_CACHE_FORMAT + magic):
+    if not data.startswith(FORMAT + magic):
         return ["SharedLayer: blog/codecache.bin is not this layer's bytecode"]
-    try:
-        texts = len(marshal.loads(zlib.decompress(data[len(CODE_CACHE_FORMAT) + 4 :])))
-    except (ValueError, EOFError, TypeError, zlib.error):
+    codes = decode(data[len(FORMAT) + len(magic) :])
+    if codes is None:
         return ["SharedLayer: blog/codecache.bin cannot be read"]
-    if texts < CODE_CACHE_MIN_TEXTS:
+    if (texts := len(codes)) < CODE_CACHE_MIN_TEXTS:
         return [f"SharedLayer: blog/codecache.bin holds {texts} texts, fewer than expected"]
     return []
 

@@ -34,8 +34,9 @@ from hashlib import blake2b
 from typing import Any, Final
 
 #: The file's first bytes: this format, then the bytecode magic number of the interpreter that
-#: compiled the code.
-HEADER: Final = b"blog-code-cache-1\n" + MAGIC_NUMBER
+#: compiled the code (:data:`HEADER`), then the codes (:func:`decode`).
+FORMAT: Final = b"blog-code-cache-1\n"
+HEADER: Final = FORMAT + MAGIC_NUMBER
 #: Where the layer's build puts the cache: beside this module.
 DEFAULT_PATH: Final = os.path.join(os.path.dirname(__file__), "codecache.bin")
 
@@ -210,19 +211,25 @@ def _uninstall() -> None:
             delattr(module, name)
 
 
+def decode(body: bytes) -> dict[bytes, bytes] | None:
+    """The codes in what follows a cache file's header, by key; None if it cannot be read."""
+    try:
+        # The layer's own file, written by its build and read-only on Lambda: as trusted as the
+        # .pyc files beside it, which Python unmarshals the same way.
+        codes = marshal.loads(zlib.decompress(body))  # nosec B302
+    except (ValueError, EOFError, TypeError, zlib.error):
+        return None
+    return codes if isinstance(codes, dict) else None
+
+
 def read(path: str) -> dict[bytes, bytes] | None:
     """The cache in ``path``, or None if it is missing, unreadable or another interpreter's."""
     try:
         with open(path, "rb") as file:
             data = file.read()
-        if not data.startswith(HEADER):
-            return None
-        # The layer's own file, written by its build and read-only on Lambda: as trusted as the
-        # .pyc files beside it, which Python unmarshals the same way.
-        codes = marshal.loads(zlib.decompress(data[len(HEADER) :]))  # nosec B302
-    except (OSError, ValueError, EOFError, TypeError, zlib.error):
+    except OSError:
         return None
-    return codes if isinstance(codes, dict) else None
+    return decode(data[len(HEADER) :]) if data.startswith(HEADER) else None
 
 
 def start(path: str = DEFAULT_PATH) -> bool:
