@@ -24,15 +24,14 @@ import sys
 import tempfile
 from pathlib import Path
 
-#: Run in each child: record, import the handler, write what was recorded (hex keys and blobs).
+#: Run in each child: record, import the handler, save what was recorded as a cache file.
 CHILD = """
 import json, sys
 sys.path[:0] = [sys.argv[2], *json.loads(sys.argv[3])]
 from blog import codecache
 codecache.record()
 import app
-with open(sys.argv[1], "w") as out:
-    json.dump({k.hex(): v.hex() for k, v in codecache.recorded().items()}, out)
+codecache.save(codecache.recorded(), sys.argv[1])
 """
 
 #: The environment of a function on Lambda as far as the imports read it (no credentials: they
@@ -49,10 +48,12 @@ ENVIRONMENT = {
 }
 
 
-def record(functions: Path, paths: list[Path], only: list[str] | None = None) -> dict[str, str]:
+def record(functions: Path, paths: list[Path], only: list[str] | None = None) -> dict[bytes, bytes]:
     """The union of what the functions' imports compile (with ``paths`` after the function's
-    folder on ``sys.path``), hex key to hex blob."""
-    found: dict[str, str] = {}
+    folder on ``sys.path``), by key."""
+    from blog import codecache  # noqa: PLC0415 - the layer's, from the path main() set
+
+    found: dict[bytes, bytes] = {}
     folders = sorted(
         p.parent for p in functions.glob("*/app.py") if not only or p.parent.name in only
     )
@@ -60,7 +61,7 @@ def record(functions: Path, paths: list[Path], only: list[str] | None = None) ->
         raise SystemExit(f"no functions in {functions}")
     with tempfile.TemporaryDirectory(prefix="record-code-cache-") as scratch:
         for folder in folders:
-            out = Path(scratch) / f"{folder.name}.json"
+            out = Path(scratch) / f"{folder.name}.bin"
             env = {**ENVIRONMENT, "PATH": os.environ.get("PATH", "/usr/bin:/bin")}
             env["LAMBDA_TASK_ROOT"] = str(folder)
             done = subprocess.run(
@@ -70,7 +71,10 @@ def record(functions: Path, paths: list[Path], only: list[str] | None = None) ->
             )  # fmt: skip
             if done.returncode != 0:
                 raise SystemExit(f"importing {folder.name} failed:\n{done.stderr[-3000:]}")
-            found.update(json.loads(out.read_text()))
+            codes = codecache.read(str(out))
+            if codes is None:
+                raise SystemExit(f"importing {folder.name} recorded no readable cache")
+            found.update(codes)
     return found
 
 
@@ -89,8 +93,7 @@ def main() -> int:
     sys.path[:0] = [str(path) for path in paths]
     from blog import codecache  # noqa: PLC0415 - the layer's, from the path above
 
-    found = record(args.functions.resolve(), paths, args.only)
-    codes = {bytes.fromhex(k): bytes.fromhex(v) for k, v in found.items()}
+    codes = record(args.functions.resolve(), paths, args.only)
     codecache.save(codes, str(args.output))
     size = args.output.stat().st_size
     sys.stdout.write(f"code cache: {len(codes)} compiled texts, {size} bytes\n")
