@@ -55,6 +55,7 @@ R = TypeVar("R")
 
 # SQLSTATE classes and codes (PostgreSQL appendix A) that decide how an error is reported.
 RETRYABLE_SQLSTATES: Final = frozenset({"40P01", "40001"})  # deadlock, serialization failure
+UNIQUE_VIOLATION: Final = "23505"
 AUTH_FAILED_SQLSTATES: Final = frozenset({"28P01", "28000"})
 UNAVAILABLE_SQLSTATES: Final = frozenset(
     {"57014", "57P01", "57P02", "57P03", "53300", "53400", "55P03", "25P03"}
@@ -475,7 +476,7 @@ def translate_error(error: BaseException) -> DomainError:  # noqa: PLR0911 - one
     if isinstance(error, UnicodeError):  # e.g. a lone surrogate the driver cannot encode
         return ValidationError("A value is not valid Unicode text")
     code = sqlstate(error)
-    if code == "23505":
+    if code == UNIQUE_VIOLATION:
         field = UNIQUE_FIELDS.get(_server_field(error, "n") or "")
         message = f"{field} is already taken" if field else "Already exists"
         return DuplicateError(message, details={"field": field} if field else None)

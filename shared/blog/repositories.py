@@ -48,7 +48,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.schema import CreateTable, DropTable
 
 from blog.config import get_settings
-from blog.db import sqlstate
+from blog.db import UNIQUE_VIOLATION, sqlstate
 from blog.domain import (
     ACCOUNT_WIDE,
     STATUS_ACTIVE,
@@ -467,7 +467,7 @@ class UserRepository(Repository[UserRecord]):
         except _Undo:
             pass
         except DBAPIError as error:
-            if sqlstate(error) != _UNIQUE_VIOLATION:
+            if sqlstate(error) != UNIQUE_VIOLATION:
                 raise
         if result is None:
             result = self._upsert_staged_in_order(emails, sep)
@@ -528,10 +528,6 @@ class UserRepository(Repository[UserRecord]):
 
 class _Undo(Exception):
     """Raised in :meth:`UserRepository.copy_upsert`'s savepoint to roll the fast way back."""
-
-
-#: SQLSTATE unique_violation.
-_UNIQUE_VIOLATION: Final = "23505"
 
 
 def _int_list(text: str) -> list[int]:
